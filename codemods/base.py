@@ -1,0 +1,113 @@
+"""The contract every patchkit codemod follows.
+
+A codemod is a LibCST ``VisitorBasedCodemodCommand`` with a stable ``NAME``
+(kebab-case, never renamed once released), a one-line ``DESCRIPTION`` and a
+class docstring that says which torch.compile hazard it removes.  It records
+every site it rewrote (``self.record``) and every site that already has the
+fixed shape (``self.record_already``), so the patch-set runner can tell
+"applied", "already fixed upstream" and "drifted" apart.
+
+Codemods are generic: they know code shapes, never model names.  What to match
+in a given upstream (class names, method names, files) arrives as options from
+the patch set in ``patches/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import libcst as cst
+from libcst.codemod import CodemodContext, VisitorBasedCodemodCommand
+from libcst.metadata import PositionProvider
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a codemod matched: 1-based line of the matched node and what it was."""
+
+    line: int
+    construct: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.construct}"
+
+
+class CodemodOptionError(ValueError):
+    """A codemod was given options it does not understand."""
+
+
+class PatchkitCodemod(VisitorBasedCodemodCommand):
+    """Base class: subclasses set NAME, DESCRIPTION and LOOKS_FOR."""
+
+    NAME: ClassVar[str] = ""
+    DESCRIPTION: ClassVar[str] = ""
+    #: Human words for the construct the codemod searches, used in drift errors.
+    LOOKS_FOR: ClassVar[str] = ""
+    #: Option names (with defaults) the codemod accepts from a patch set.
+    OPTIONS: ClassVar[dict[str, Any]] = {}
+
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, context: CodemodContext, **options: Any) -> None:
+        super().__init__(context)
+        unknown = sorted(set(options) - set(self.OPTIONS))
+        if unknown:
+            raise CodemodOptionError(
+                f"codemod {self.NAME!r} does not accept option(s) {', '.join(unknown)}; "
+                f"it accepts: {', '.join(sorted(self.OPTIONS)) or 'none'}"
+            )
+        self.options: dict[str, Any] = {**self.OPTIONS, **options}
+        self.matches: list[Site] = []
+        self.already: list[Site] = []
+
+    # -- bookkeeping -------------------------------------------------------
+    def _line(self, node: cst.CSTNode) -> int:
+        try:
+            return self.get_metadata(PositionProvider, node).start.line
+        except KeyError:  # nodes created by the transform have no position
+            return 0
+
+    def record(self, node: cst.CSTNode, construct: str) -> None:
+        self.matches.append(Site(self._line(node), construct))
+
+    def record_already(self, node: cst.CSTNode, construct: str) -> None:
+        self.already.append(Site(self._line(node), construct))
+
+
+@dataclass(frozen=True)
+class CodemodResult:
+    """Outcome of running one codemod over one source text."""
+
+    name: str
+    code: str
+    changed: bool
+    matches: Sequence[Site] = field(default_factory=tuple)
+    already: Sequence[Site] = field(default_factory=tuple)
+
+
+def run_codemod(
+    cls: type[PatchkitCodemod],
+    source: str,
+    *,
+    filename: str = "<string>",
+    options: dict[str, Any] | None = None,
+) -> CodemodResult:
+    """Parse ``source``, apply ``cls`` and return the new code with its match report.
+
+    Raises ``libcst.ParserSyntaxError`` when the source does not parse and
+    ``CodemodOptionError`` on unknown options.  Line endings, comments and
+    formatting outside the rewritten nodes are preserved byte for byte.
+    """
+    module = cst.parse_module(source)
+    context = CodemodContext(filename=filename)
+    command = cls(context, **(options or {}))
+    new_module = command.transform_module(module)
+    code = new_module.code
+    return CodemodResult(
+        name=cls.NAME,
+        code=code,
+        changed=code != source,
+        matches=tuple(command.matches),
+        already=tuple(command.already),
+    )

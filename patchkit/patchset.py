@@ -1,0 +1,87 @@
+"""Patch-set schema: what a model's entry in ``patches/`` declares.
+
+A patch set is the only place that knows a model: where its upstream comes
+from, which version is pinned, which files to vendor, which codemods to run on
+which files with which options, and how verify builds and drives the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class PipSource:
+    """An upstream release on the package index, fetched with ``pip download``."""
+
+    package: str
+    #: "sdist" (keeps upstream's test/ folder when the sdist ships it) or "wheel".
+    dist: Literal["sdist", "wheel"]
+    #: (archive-relative prefix, tree-relative destination) pairs; for sdists the
+    #: single top-level ``name-version/`` folder is stripped first.
+    include: tuple[tuple[str, str], ...]
+    #: Paths (tree-relative prefixes) dropped even though an include matched.
+    exclude: tuple[str, ...] = ()
+
+    kind = "pip"
+
+
+@dataclass(frozen=True)
+class GitSource:
+    """An upstream git repository read with gitpython at a pinned commit."""
+
+    url: str
+    include: tuple[tuple[str, str], ...]
+    exclude: tuple[str, ...] = ()
+
+    kind = "git"
+
+
+@dataclass(frozen=True)
+class Step:
+    """Run one codemod over some vendored files.
+
+    ``expect="match"``: the step must rewrite at least one site, or find that
+    upstream already has the fixed shape; otherwise upstream drifted and apply
+    fails.  ``expect="optional"``: matching nothing is fine (reported).
+    """
+
+    codemod: str
+    files: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    expect: Literal["match", "optional"] = "match"
+    #: Model knowledge: which hazard at which construct this step removes.
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class UpstreamTests:
+    """How to run upstream's own test-suite against a vendored tree."""
+
+    #: Tree-relative test paths handed to pytest.
+    paths: tuple[str, ...]
+    #: pytest node-id substrings deselected, each with the reason.
+    deselect: dict[str, str] = field(default_factory=dict)
+    #: extra pytest args (for example ``-p no:cacheprovider``).
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PatchSet:
+    model: str
+    title: str
+    source: PipSource | GitSource
+    #: Default version (pip) or commit (git) to vendor.
+    pin: str
+    #: Versions/refs known to exist (used for --matrix and for friendlier errors).
+    known_versions: tuple[str, ...]
+    steps: tuple[Step, ...]
+    #: Import path of the verify harness class, "module:Class".
+    harness: str
+    #: Top-level import packages the vendored tree provides (shadowing check).
+    provides: tuple[str, ...]
+    upstream_tests: UpstreamTests | None = None
+    #: Tolerances used by verify.
+    mae_tolerance: float = 1e-3
+    notes: str = ""

@@ -1,0 +1,73 @@
+"""The contract between verify and a model: build it, drive its hazard path, forecast.
+
+A harness runs inside a verify subprocess whose ``sys.path`` starts with one
+vendored tree (pristine upstream or patched), so ``import chronos`` (or toto,
+or model) loads that tree.  Harness classes live with their patch set in
+``patches/`` because they are model knowledge; this module only fixes the
+interface and the data types.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+#: ``compile_fn(fn) -> fn``: ``torch.compile`` with some options, or identity for eager.
+CompileFn = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def eager(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The identity ``CompileFn``: run eagerly."""
+    return fn
+
+
+@dataclass(frozen=True)
+class Series:
+    """One evaluation series: ``context`` (T,) or (T, F), held-back ``truth`` (H,) or (H, F)."""
+
+    name: str
+    context: np.ndarray
+    truth: np.ndarray
+    source: str  # "synthetic" or where the real data came from
+
+
+class Harness(ABC):
+    #: registry name of the model (matches its patch set)
+    model: str = ""
+
+    def __init__(self, tree: Path, weights: str | None = None, seed: int = 0, device: str = "cpu") -> None:
+        self.tree = Path(tree)
+        self.weights = weights
+        self.seed = seed
+        self.device = device
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """What was built (weights source, config sizes) and what the workload does, for the report."""
+
+    @abstractmethod
+    def workload(self, compile_fn: CompileFn) -> None:
+        """Drive the path that breaks upstream, wrapping the model parts with ``compile_fn``.
+
+        Verify resets Dynamo and its counters before calling this, and reads
+        graph breaks, graphs and recompiles afterwards.  Call it with
+        ``torch.compile(fullgraph=True)`` to check for a single graph.
+        """
+
+    @abstractmethod
+    def forecast(self, series: list[Series], compile_fn: CompileFn) -> list[np.ndarray]:
+        """Point forecasts, one array shaped like each ``series[i].truth``."""
+
+    def series(self) -> list[Series]:
+        """The evaluation series; default: patchkit's synthetic stress set plus real data."""
+        from .datasets import standard_series
+
+        return standard_series(context_length=self.context_length, horizon=self.horizon)
+
+    #: evaluation geometry, overridable per model
+    context_length: int = 256
+    horizon: int = 32
