@@ -60,6 +60,25 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
         self.options: dict[str, Any] = {**self.OPTIONS, **options}
         self.matches: list[Site] = []
         self.already: list[Site] = []
+        self._top_imports: set[str] = set()
+
+    def require_import(self, module: str) -> None:
+        """Make sure ``import <module>`` exists, without a second pass when it already does."""
+        if module not in self._top_imports:
+            from libcst.codemod.visitors import AddImportsVisitor
+
+            AddImportsVisitor.add_needed_import(self.context, module)
+
+    def visit_Module(self, node: cst.Module) -> None:
+        self._top_imports = {
+            cst.Module([]).code_for_node(alias.name)
+            for stmt in node.body
+            if isinstance(stmt, cst.SimpleStatementLine)
+            for small in stmt.body
+            if isinstance(small, cst.Import)
+            for alias in small.names
+            if alias.asname is None
+        }
 
     # -- bookkeeping -------------------------------------------------------
     def _line(self, node: cst.CSTNode) -> int:

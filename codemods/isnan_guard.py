@@ -6,7 +6,6 @@ from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
-from libcst.codemod.visitors import AddImportsVisitor
 
 from .base import CodemodOptionError, PatchkitCodemod
 
@@ -153,7 +152,7 @@ class IsnanGuard(PatchkitCodemod):
             return updated_node
 
         src = cst.Module([]).code_for_node(_strip_parens(test))
-        AddImportsVisitor.add_needed_import(self.context, "torch")
+        self.require_import("torch")
         if self.options["mode"] == "gate":
             right = test
             if isinstance(_strip_parens(test), cst.BooleanOperation) and not test.lpar:  # type: ignore[attr-defined]

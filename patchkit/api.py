@@ -1,0 +1,49 @@
+"""Library API: every CLI command is one call here returning a result object."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import patches
+from .apply import ApplyResult, apply as _apply
+from .patchset import PatchSet
+from .vendoring import VendorResult, vendor as _vendor
+from .verify.report import VerifyReport, verify_trees
+from .workspace import Workspace
+
+
+def workspace(root: str | Path | None = None) -> Workspace:
+    return Workspace(Path(root or ".").resolve())
+
+
+def list_models() -> list[PatchSet]:
+    return [patches.get(name) for name in patches.names()]
+
+
+def vendor(model: str, version: str | None = None, *, root: str | Path | None = None,
+           archive: str | Path | None = None) -> VendorResult:
+    return _vendor(workspace(root), patches.get(model), version, Path(archive) if archive else None)
+
+
+def apply(model: str, *, root: str | Path | None = None, check: bool = False, diff: bool = False,
+          force: bool = False) -> ApplyResult:
+    return _apply(workspace(root), patches.get(model), check=check, diff=diff, force=force)
+
+
+def verify(model: str, *, root: str | Path | None = None, weights: str | None = None,
+           logs: tuple[str, ...] = (), json_path: str | Path | None = None, device: str = "cpu",
+           tolerance: float | None = None) -> tuple[VerifyReport, dict[str, str]]:
+    ws = workspace(root)
+    ps = patches.get(model)
+    lock, pristine = ws.require_pristine(model)
+    check = _apply(ws, ps, check=True)
+    if not check.up_to_date:
+        from .errors import NotVendored
+
+        raise NotVendored(f"vendor/{model} is missing or out of date; run `patchkit apply {model}` first")
+    report, raw = verify_trees(ps, pristine, ws.patched(model), lock["version"], weights=weights, device=device,
+                               extra_logs=logs, tolerance=tolerance)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return report, raw

@@ -1,0 +1,204 @@
+"""Run a model's patch set over its pristine tree and lay down the patched tree."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import libcst as cst
+
+from .codemods import REGISTRY, CodemodOptionError, Site, run_codemod
+from .errors import BadInput, LockMismatch, PatchkitError, UpstreamDrift
+from .patchset import PatchSet, Step
+from .workspace import Workspace, check_tree_against, hash_tree, recover, sha256_bytes, tree_files, write_tree
+
+StepStatus = Literal["applied", "already-fixed", "drifted", "skipped"]
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    path: str
+    matches: tuple[Site, ...]
+    already: tuple[Site, ...]
+    changed: bool
+
+
+@dataclass(frozen=True)
+class StepReport:
+    codemod: str
+    files: tuple[str, ...]
+    expect: str
+    status: StepStatus
+    outcomes: tuple[FileOutcome, ...]
+    looks_for: str
+    message: str = ""
+
+    @property
+    def match_count(self) -> int:
+        return sum(len(o.matches) for o in self.outcomes)
+
+    @property
+    def already_count(self) -> int:
+        return sum(len(o.already) for o in self.outcomes)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What apply would produce: the full patched tree in memory plus step reports."""
+
+    model: str
+    version: str
+    files: dict[str, bytes]
+    changed: tuple[str, ...]
+    steps: tuple[StepReport, ...]
+
+    @property
+    def drifted(self) -> tuple[StepReport, ...]:
+        return tuple(s for s in self.steps if s.status == "drifted" and s.expect == "match")
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    model: str
+    version: str
+    tree: Path
+    steps: tuple[StepReport, ...]
+    changed_files: tuple[str, ...]
+    wrote: bool
+    up_to_date: bool
+    diff: str = ""
+    mismatched: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _decode(data: bytes, rel: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadInput(f"{rel} is not UTF-8 text; codemods only rewrite Python sources") from err
+
+
+def plan(ps: PatchSet, pristine: dict[str, bytes], version: str) -> Plan:
+    """Run every step over in-memory files; never raises for drift (see ``Plan.drifted``)."""
+    files = dict(pristine)
+    reports = []
+    for step in ps.steps:
+        reports.append(_run_step(step, files))
+    changed = tuple(sorted(rel for rel in files if files[rel] != pristine.get(rel)))
+    return Plan(ps.model, version, files, changed, tuple(reports))
+
+
+def _run_step(step: Step, files: dict[str, bytes]) -> StepReport:
+    cls = REGISTRY.get(step.codemod)
+    if cls is None:
+        raise BadInput(f"patch set names unknown codemod {step.codemod!r}; known: {', '.join(sorted(REGISTRY))}")
+    targets = sorted({rel for pattern in step.files for rel in files if fnmatch.fnmatchcase(rel, pattern)})
+    missing = [p for p in step.files if not any(fnmatch.fnmatchcase(rel, p) for rel in files)]
+    outcomes = []
+    for rel in targets:
+        source = _decode(files[rel], rel)
+        try:
+            result = run_codemod(cls, source, filename=rel, options=step.options)
+        except CodemodOptionError as err:
+            raise BadInput(str(err)) from err
+        except cst.ParserSyntaxError as err:
+            raise UpstreamDrift(f"{step.codemod}: {rel} does not parse as Python ({err.message})") from err
+        if result.changed:
+            try:
+                cst.parse_module(result.code)
+            except cst.ParserSyntaxError as err:  # pragma: no cover - a codemod bug
+                raise PatchkitError(f"{step.codemod} produced unparsable code in {rel}: {err.message}") from err
+            files[rel] = result.code.encode("utf-8")
+        outcomes.append(FileOutcome(rel, tuple(result.matches), tuple(result.already), result.changed))
+    n_match = sum(len(o.matches) for o in outcomes)
+    n_already = sum(len(o.already) for o in outcomes)
+    if n_match:
+        status: StepStatus = "applied"
+        message = "; ".join(f"{o.path} {s}" for o in outcomes for s in o.matches)
+    elif n_already:
+        status = "already-fixed"
+        message = "; ".join(f"{o.path} {s}" for o in outcomes for s in o.already)
+    else:
+        status = "drifted" if step.expect == "match" else "skipped"
+        where = ", ".join(targets) if targets else f"no file matches {', '.join(missing)}"
+        message = f"looked for {cls.LOOKS_FOR} in {where}; found none"
+    return StepReport(step.codemod, tuple(step.files), step.expect, status, tuple(outcomes), cls.LOOKS_FOR, message)
+
+
+def drift_error(model: str, version: str, drifted: tuple[StepReport, ...]) -> UpstreamDrift:
+    first = drifted[0]
+    more = f" (+{len(drifted) - 1} more drifted step(s))" if len(drifted) > 1 else ""
+    return UpstreamDrift(f"{model} {version}: codemod {first.codemod!r} no longer applies: {first.message}{more}")
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {rel: p.read_bytes() for rel, p in tree_files(root).items()}
+
+
+def unified_diff(before: dict[str, bytes], after: dict[str, bytes], a: str = "a", b: str = "b") -> str:
+    chunks = []
+    for rel in sorted(set(before) | set(after)):
+        old, new = before.get(rel, b""), after.get(rel, b"")
+        if old == new:
+            continue
+        chunks.extend(
+            difflib.unified_diff(
+                old.decode("utf-8", "replace").splitlines(keepends=True),
+                new.decode("utf-8", "replace").splitlines(keepends=True),
+                fromfile=f"{a}/{rel}",
+                tofile=f"{b}/{rel}",
+            )
+        )
+    return "".join(chunks)
+
+
+def apply(ws: Workspace, ps: PatchSet, *, check: bool = False, diff: bool = False, force: bool = False) -> ApplyResult:
+    """Patch ``vendor/.pristine/<model>`` into ``vendor/<model>``.
+
+    Idempotent: when the tree on disk already is what the patch set produces,
+    nothing is written.  Atomic: the new tree is built in a staging folder and
+    swapped in by rename; the lock is rewritten only after the swap.  Raises
+    ``UpstreamDrift`` when an expected codemod matches nothing, and
+    ``LockMismatch`` when a vendored file was edited by hand (``force``
+    overwrites hand edits in the patched tree, never in the pristine one).
+    """
+    lock, pristine_dir = ws.require_pristine(ps.model)
+    pristine = read_tree(pristine_dir)
+    result = plan(ps, pristine, lock["version"])
+    if result.drifted:
+        raise drift_error(ps.model, lock["version"], result.drifted)
+    dest = ws.patched(ps.model)
+    if not (check or diff):
+        recover(dest)
+    on_disk = read_tree(dest) if dest.is_dir() else None
+    mismatched = tuple(
+        sorted(rel for rel in set(result.files) | set(on_disk or {}) if (on_disk or {}).get(rel) != result.files.get(rel))
+    )
+    up_to_date = on_disk is not None and not mismatched
+    common = dict(model=ps.model, version=lock["version"], tree=dest, steps=result.steps, changed_files=result.changed)
+    if diff:
+        return ApplyResult(**common, wrote=False, up_to_date=up_to_date,
+                           diff=unified_diff(pristine, result.files, "upstream", "patched"), mismatched=mismatched)
+    if check or up_to_date:
+        return ApplyResult(**common, wrote=False, up_to_date=up_to_date, mismatched=mismatched)
+    recorded = lock.get("patched", {}).get("files")
+    if on_disk is not None and recorded and not force:
+        check_tree_against(dest, recorded, what=f"patched tree of {ps.model}", lock_path=ws.lock_path(ps.model))
+    with ws.staging(ps.model) as stage:
+        staged = stage / "tree"
+        write_tree(staged, result.files)
+        ws.swap_in(staged, dest)
+    lock["patched"] = {
+        "steps": [
+            {"codemod": s.codemod, "status": s.status, "sites": [f"{o.path}:{x.line}" for o in s.outcomes for x in o.matches]}
+            for s in result.steps
+        ],
+        "files": {rel: sha256_bytes(data) for rel, data in sorted(result.files.items())},
+    }
+    ws.write_lock(ps.model, lock)
+    return ApplyResult(**common, wrote=True, up_to_date=True, mismatched=mismatched)
+
+
+__all__ = ["ApplyResult", "Plan", "StepReport", "apply", "plan", "read_tree", "unified_diff", "hash_tree", "LockMismatch"]

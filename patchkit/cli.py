@@ -1,0 +1,280 @@
+"""``patchkit`` command line: a thin click layer over ``patchkit.api``.
+
+This is the only module that prints for people and turns errors into exit
+codes (see ``patchkit.errors``).  Errors are one line on stderr; ``--verbose``
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from . import api, errors
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0   success
+  1   verification failed (breaks/recompiles remain, forecasts drifted,
+      --check found the tree out of date)
+  2   bad input (unknown model/version, corrupt or unsafe archive,
+      a vendored file edited by hand)
+  3   environment (no network, missing package or tool)
+  4   upstream drift (a codemod no longer matches its upstream)
+  70  internal error (run with --verbose for the traceback)
+"""
+
+
+@dataclass
+class Options:
+    root: Path
+    verbose: bool
+
+
+def _echo_err(msg: str) -> None:
+    click.echo(f"patchkit: error: {msg}", err=True)
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
+              envvar="PATCHKIT_ROOT", help="Workspace holding vendor/ (locks and vendored trees).")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and subprocess logs.")
+@click.version_option(package_name="patchkit")
+@click.pass_context
+def cli(ctx: click.Context, root: Path, verbose: bool) -> None:
+    """Make upstream time-series model repos torch.compile-clean, and prove it.
+
+    \b
+    Typical session:
+      patchkit vendor chronos2        # fetch the pinned upstream, write the lock
+      patchkit apply chronos2         # run the codemods into vendor/chronos2
+      patchkit verify chronos2 --logs graph_breaks
+    """
+    ctx.obj = Options(root=root.resolve(), verbose=verbose)
+
+
+@cli.command("list")
+@click.option("--names", is_flag=True, help="Print model names only, one per line (for scripts).")
+@click.pass_obj
+def list_cmd(opts: Options, names: bool) -> None:
+    """List the registered models, their pins and codemods.
+
+    \b
+    Examples:
+      patchkit list
+      patchkit list --names
+    """
+    for ps in api.list_models():
+        if names:
+            click.echo(ps.model)
+            continue
+        lock = api.workspace(opts.root).read_lock(ps.model)
+        state = f"vendored {lock['version']}" if lock else "not vendored"
+        click.echo(f"{ps.model:10s} {ps.title}")
+        click.echo(f"{'':10s} pin {ps.pin} ({state}); codemods: {', '.join(dict.fromkeys(s.codemod for s in ps.steps))}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--version", "version", help="Upstream version (pip) or commit/ref (git); default: the pin.")
+@click.option("--archive", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Use this local sdist/wheel instead of downloading (git models: a local repository path).")
+@click.option("--from", "from_", help="git models: clone/open this URL or path instead of the default.")
+@click.option("--ref", help="git models: commit or ref (same as --version).")
+@click.pass_obj
+def vendor(opts: Options, model: str, version: str | None, archive: Path | None, from_: str | None,
+           ref: str | None) -> None:
+    """Fetch MODEL's upstream at its pinned version into vendor/.pristine/MODEL and lock it.
+
+    \b
+    Examples:
+      patchkit vendor chronos2
+      patchkit vendor chronos2 --version 2.3.0
+      patchkit vendor kronos --from ~/src/Kronos --ref 67b630e
+    """
+    r = api.vendor(model, ref or version, root=opts.root, archive=from_ or archive)
+    verb = "already vendored" if r.unchanged else "vendored"
+    click.echo(f"{verb} {r.model} {r.version}: {r.files} files from {r.source} "
+               f"(sha256 {r.archive_sha256[:12]}...) -> {_rel(r.pristine, opts.root)}; lock {_rel(r.lock, opts.root)}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if vendor/MODEL is not what apply would produce.")
+@click.option("--diff", is_flag=True, help="Write nothing; print the unified diff upstream -> patched.")
+@click.option("--force", is_flag=True, help="Overwrite hand edits in vendor/MODEL (never in the pristine tree).")
+@click.pass_obj
+def apply(opts: Options, model: str, check: bool, diff: bool, force: bool) -> None:
+    """Run MODEL's patch set over the pristine upstream into vendor/MODEL.
+
+    Idempotent (a second run writes nothing) and atomic (a failed run leaves
+    the previous tree). Put vendor/MODEL first on sys.path to import the
+    patched code.
+
+    \b
+    Examples:
+      patchkit apply chronos2
+      patchkit apply chronos2 --diff
+      patchkit apply chronos2 --check   # in CI: is the tree current?
+    """
+    r = api.apply(model, root=opts.root, check=check, diff=diff, force=force)
+    if diff:
+        click.echo(r.diff, nl=False)
+        return
+    for s in r.steps:
+        click.echo(f"  {s.codemod:20s} {s.status:14s} {s.message}")
+    if check:
+        if r.up_to_date:
+            click.echo(f"{_rel(r.tree, opts.root)} is up to date ({r.model} {r.version})")
+            return
+        listed = ", ".join(r.mismatched[:5]) or "tree missing"
+        click.echo(f"{_rel(r.tree, opts.root)} is out of date: {listed}", err=True)
+        sys.exit(errors.EXIT_VERIFY_FAILED)
+    verb = "patched" if r.wrote else "up to date, nothing written:"
+    click.echo(f"{verb} {r.model} {r.version} -> {_rel(r.tree, opts.root)} ({len(r.changed_files)} file(s) differ from upstream)")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--logs", default="graph_breaks", show_default=True,
+              help="TORCH_LOGS artifacts to show per variant (graph_breaks, recompiles, ...). "
+                   "graph_breaks and recompiles are always collected.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
+@click.option("--weights", type=click.Path(exists=True, file_okay=False),
+              help="A real checkpoint directory (default: upstream's test checkpoint or a seeded random config).")
+@click.option("--tolerance", type=float, help="Scaled MAE / prediction drift tolerance (default: the patch set's).")
+@click.pass_obj
+def verify(opts: Options, model: str, logs: str, json_path: Path | None, weights: str | None,
+           tolerance: float | None) -> None:
+    """Prove the fix: graph breaks, recompiles and forecast MAE, upstream vs patched.
+
+    Each variant runs in its own subprocess with TORCH_LOGS set. Exit 0 only
+    when the patched tree has no graph break, no recompile, compiles with
+    fullgraph=True, and its compiled forecasts match upstream eager within
+    the tolerance.
+
+    \b
+    Examples:
+      patchkit verify chronos2 --logs graph_breaks
+      patchkit verify toto --logs graph_breaks,recompiles --json toto.json
+    """
+    extra = tuple(x.strip() for x in logs.split(",") if x.strip())
+    report, raw = api.verify(model, root=opts.root, weights=weights, logs=extra, json_path=json_path,
+                             tolerance=tolerance)
+    click.echo(render_verify(report, extra, opts.verbose, raw))
+    if json_path:
+        click.echo(f"report written to {json_path}")
+    if not report.ok:
+        sys.exit(errors.EXIT_VERIFY_FAILED)
+
+
+@cli.command()
+@click.argument("reports", nargs=-1, required=True)
+@click.option("--suffix", default="", help="Appended to each REPORTS argument (for shell loops).")
+def report(reports: tuple[str, ...], suffix: str) -> None:
+    """Summarise verify JSON reports in one table; exit 1 if any is missing or failed.
+
+    \b
+    Example:
+      patchkit report reports/chronos2.verify.json reports/toto.verify.json
+    """
+    rows = [("model", "upstream", "breaks up->patched", "recompiles up->patched", "fullgraph", "MAE diff", "result")]
+    failed = False
+    for name in reports:
+        path = Path(name + suffix)
+        if not path.exists():
+            rows.append((path.stem.split(".")[0], "-", "-", "-", "-", "-", "NO REPORT"))
+            failed = True
+            continue
+        r = json.loads(path.read_text())
+        up, pa, mae = r["upstream"], r["patched"], r.get("mae") or {}
+        rows.append((r["model"], r["upstream_version"][:12], f"{up['graph_breaks']} -> {pa['graph_breaks']}",
+                     f"{up['recompiles']} -> {pa['recompiles']}", "ok" if pa["fullgraph_ok"] else "FAIL",
+                     f"{mae.get('abs_diff', float('nan')):.2g}", "OK" if r["ok"] else "FAILED"))
+        failed |= not r["ok"]
+        torch_version = r["torch_version"]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    if "torch_version" in locals():
+        click.echo(f"(torch {torch_version}, device cpu)")
+    if failed:
+        sys.exit(errors.EXIT_VERIFY_FAILED)
+
+
+def render_verify(report, shown_logs: tuple[str, ...], verbose: bool, raw: dict[str, str]) -> str:
+    lines = [f"{report.model} {report.upstream_version} | torch {report.torch_version} | device {report.device}",
+             f"workload: {report.patched.describe.get('workload', '')}",
+             f"weights: {report.patched.describe.get('weights', '')}",
+             "",
+             f"{'variant':10s} {'breaks':>7s} {'recompiles':>10s} {'graphs':>7s} {'fullgraph':>9s}  limit-hit"]
+    for v in (report.upstream, report.patched):
+        lines.append(f"{v.label:10s} {v.graph_breaks:7d} {v.recompiles:10d} {v.graphs:7d} "
+                     f"{'ok' if v.fullgraph_ok else 'FAIL':>9s}  {'YES' if v.recompile_limit_hit else 'no'}")
+    for v in (report.upstream, report.patched):
+        if "graph_breaks" in shown_logs and v.break_sites:
+            lines.append(f"\n{v.label} graph breaks (TORCH_LOGS=graph_breaks):")
+            for s in v.break_sites:
+                lines.append(f"  {s['count']:3d}x {s['site']} in {s['function'] or '?'}: {s['reason']}")
+        if "recompiles" in shown_logs and v.recompile_sites:
+            lines.append(f"\n{v.label} recompiles (TORCH_LOGS=recompiles):")
+            for s in v.recompile_sites:
+                lines.append(f"  {s['count']:3d}x {s['function']} at {s['site']}: {s['reason']}")
+        if not v.fullgraph_ok and v.label == "patched":
+            lines.append(f"  fullgraph=True: {v.fullgraph_error}")
+    if report.mae is not None:
+        m = report.mae
+        lines += ["", f"forecast MAE / std(context), mean over {len(m.per_series)} series "
+                      f"({sum(r['source'] != 'synthetic' for r in m.per_series)} real):",
+                  f"  upstream eager {m.upstream_eager:.6g} | patched compiled {m.patched_compiled:.6g} | "
+                  f"diff {m.abs_diff:.3g} | max pred diff {m.max_abs_pred_diff:.3g} (tolerance {m.tolerance:g})"]
+    if verbose:
+        for label, text in raw.items():
+            lines += ["", f"--- {label} stderr ---", text]
+    lines.append("")
+    lines.append("OK" if report.ok else "FAILED: " + "; ".join(report.failures))
+    return "\n".join(lines)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="patchkit", standalone_mode=False)
+    except click.exceptions.Abort:
+        _echo_err("aborted")
+        return 130
+    except click.ClickException as err:
+        err.show()
+        return errors.EXIT_BAD_INPUT
+    except errors.PatchkitError as err:
+        if verbose:
+            traceback.print_exc()
+        _echo_err(str(err))
+        return err.exit_code
+    except SystemExit as err:
+        return int(err.code or 0) if isinstance(err.code, int) or err.code is None else 1
+    except KeyboardInterrupt:
+        _echo_err("interrupted")
+        return 130
+    except Exception as err:  # noqa: BLE001 - last resort: one line, exit 70
+        if verbose:
+            traceback.print_exc()
+        _echo_err(f"internal error: {type(err).__name__}: {err} (rerun with --verbose for the traceback)")
+        return errors.EXIT_INTERNAL
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

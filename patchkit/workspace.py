@@ -1,0 +1,161 @@
+"""Where vendored trees and locks live, and small atomic file-system helpers.
+
+Layout under the workspace root (default: the current directory)::
+
+    vendor/<model>.lock.json      committed: pin, archive sha256, file hashes
+    vendor/.pristine/<model>/     generated: upstream exactly as released
+    vendor/<model>/               generated: the patched tree (put it first on sys.path)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import LockMismatch, NotVendored
+
+LOCK_FORMAT = 1
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_files(root: Path) -> dict[str, Path]:
+    """All regular files under ``root`` keyed by posix relative path, sorted."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".pyc"):
+            found[path.relative_to(root).as_posix()] = path
+    return found
+
+
+def hash_tree(root: Path) -> dict[str, str]:
+    return {rel: sha256_file(p) for rel, p in tree_files(root).items()}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_tree(dest: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def vendor_dir(self) -> Path:
+        return self.root / "vendor"
+
+    def pristine(self, model: str) -> Path:
+        return self.vendor_dir / ".pristine" / model
+
+    def patched(self, model: str) -> Path:
+        return self.vendor_dir / model
+
+    def lock_path(self, model: str) -> Path:
+        return self.vendor_dir / f"{model}.lock.json"
+
+    def scratch(self) -> Path:
+        return self.vendor_dir / ".scratch"
+
+    # -- locks ---------------------------------------------------------------
+    def read_lock(self, model: str) -> dict[str, Any] | None:
+        path = self.lock_path(model)
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise LockMismatch(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from err
+
+    def write_lock(self, model: str, lock: dict[str, Any]) -> None:
+        atomic_write_text(self.lock_path(model), json.dumps(lock, indent=2, sort_keys=True) + "\n")
+
+    def require_pristine(self, model: str) -> tuple[dict[str, Any], Path]:
+        """The lock and pristine tree, checked byte for byte against each other."""
+        lock = self.read_lock(model)
+        tree = self.pristine(model)
+        if lock is None or not tree.is_dir():
+            raise NotVendored(f"{model} is not vendored here; run `patchkit vendor {model}` first")
+        check_tree_against(tree, lock["files"], what=f"vendored upstream of {model}", lock_path=self.lock_path(model))
+        return lock, tree
+
+    # -- atomic replacement of a whole tree ----------------------------------
+    @contextmanager
+    def staging(self, label: str) -> Iterator[Path]:
+        """A fresh directory on the same file system as vendor/, removed on failure."""
+        self.vendor_dir.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f".staging-{label}-", dir=self.vendor_dir))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def swap_in(self, staged: Path, dest: Path) -> None:
+        """Replace ``dest`` by ``staged``: two renames, recoverable if interrupted."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        previous = dest.parent / f".previous-{dest.name}"
+        recover(dest)
+        if dest.exists():
+            os.rename(dest, previous)
+        os.rename(staged, dest)
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def recover(dest: Path) -> None:
+    """Finish or undo a swap interrupted between its two renames."""
+    previous = dest.parent / f".previous-{dest.name}"
+    if previous.exists():
+        if dest.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            os.rename(previous, dest)
+
+
+def check_tree_against(tree: Path, expected: dict[str, str], *, what: str, lock_path: Path) -> None:
+    actual = hash_tree(tree)
+    changed = sorted(rel for rel in expected if rel in actual and actual[rel] != expected[rel])
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    problems = []
+    if changed:
+        problems.append(f"edited: {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}")
+    if missing:
+        problems.append(f"missing: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    if extra:
+        problems.append(f"unexpected: {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}")
+    if problems:
+        raise LockMismatch(
+            f"{what} at {tree} does not match {lock_path.name} ({'; '.join(problems)}); "
+            "vendored files are generated, do not edit them by hand (re-vendor to restore)"
+        )

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from patchkit import api
+from patchkit.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="session")
+def chronos_vendored(tmp_path_factory) -> Path:
+    """A workspace with chronos-forecasting 2.3.2 vendored from the package index (pristine only)."""
+    root = tmp_path_factory.mktemp("chronos-ws")
+    api.vendor("chronos2", root=root)
+    return root
+
+
+@pytest.fixture
+def chronos_ws(chronos_vendored, tmp_path) -> Path:
+    """A private copy of the vendored workspace, patched."""
+    root = tmp_path / "ws"
+    shutil.copytree(chronos_vendored, root)
+    api.apply("chronos2", root=root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def chronos_archive(tmp_path_factory) -> Path:
+    """The real chronos-forecasting 2.3.2 sdist, downloaded once with pip."""
+    dest = tmp_path_factory.mktemp("dl")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+         "chronos-forecasting==2.3.2", "-d", str(dest), "-q"],
+        check=True,
+    )
+    return next(dest.iterdir())
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,72 @@
+"""Golden tests for every codemod: tests/fixtures/<codemod-name>/<case>.in.py -> <case>.out.py.
+
+``untouched_*.in.py`` cases have no .out.py and must come out byte-identical.
+``<case>.options.json`` holds the codemod options.  Every expected output is
+also run again to prove idempotence.  Adding a case is adding files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import libcst as cst
+import pytest
+
+from patchkit.codemods import REGISTRY, run_codemod
+
+from .conftest import FIXTURES
+
+
+def _cases():
+    for case_in in sorted(FIXTURES.glob("*/*.in.py")):
+        name = case_in.parent.name
+        if name not in REGISTRY:
+            continue
+        yield pytest.param(name, case_in, id=f"{name}/{case_in.name[:-6]}")
+
+
+def _options(case_in: Path) -> dict:
+    opts = case_in.with_name(case_in.name[:-6] + ".options.json")
+    return json.loads(opts.read_text()) if opts.exists() else {}
+
+
+def _read(path: Path) -> str:
+    with open(path, encoding="utf-8", newline="") as fh:  # keep CRLF as it is on disk
+        return fh.read()
+
+
+CASES = list(_cases())
+
+
+def test_every_codemod_has_golden_cases():
+    covered = {p.values[0] for p in CASES}
+    assert covered == set(REGISTRY), f"codemods without fixtures: {set(REGISTRY) - covered}"
+    for name in REGISTRY:
+        assert any(p.values[1].name.startswith("untouched_") for p in CASES if p.values[0] == name), name
+
+
+@pytest.mark.parametrize("name,case_in", CASES)
+def test_golden(name: str, case_in: Path) -> None:
+    source = _read(case_in)
+    case_out = case_in.with_name(case_in.name[:-6] + ".out.py")
+    result = run_codemod(REGISTRY[name], source, filename=case_in.name, options=_options(case_in))
+    if case_in.name.startswith("untouched_"):
+        assert not case_out.exists(), "untouched cases carry no .out.py"
+        assert result.code == source
+        assert not result.matches
+        return
+    expected = _read(case_out)
+    assert result.code == expected
+    assert result.matches, "a rewriting case must report where it matched"
+    assert all(site.line > 0 for site in result.matches)
+    cst.parse_module(result.code)
+
+
+@pytest.mark.parametrize("name,case_in", [p for p in CASES if not p.values[1].name.startswith("untouched_")])
+def test_idempotent(name: str, case_in: Path) -> None:
+    expected = _read(case_in.with_name(case_in.name[:-6] + ".out.py"))
+    again = run_codemod(REGISTRY[name], expected, filename=case_in.name, options=_options(case_in))
+    assert again.code == expected
+    assert not again.matches
+    assert again.already, "an already-patched file must be recognised as such"

@@ -1,0 +1,127 @@
+"""Parse ``TORCH_LOGS=graph_breaks,recompiles`` text into counted, attributed events.
+
+Dynamo logs the first break at a site as ``Graph break in user code at
+FILE:LINE`` and repeats as ``Graph break (user stack suppressed due to
+duplicate graph break) in user code at FILE:LINE``; both are counted.
+Recompiles appear as ``Recompiling function F in FILE:LINE`` followed by the
+guard failures.  Hitting the recompile limit (after which Dynamo silently runs
+the frame eagerly) is logged with ``recompile_limit``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+_BREAK = re.compile(r"Graph break (?:\(user stack suppressed due to duplicate graph break\) )?in user code at (?P<file>.+?):(?P<line>\d+)\s*$")
+_REASON = re.compile(r"Graph Break Reason: (?P<reason>.+?)\s*$")
+_RECOMPILE = re.compile(r"Recompiling function (?P<func>\S+) in (?P<file>.+?):(?P<line>\d+)\s*$")
+_GUARD = re.compile(r"^\s*-\s*(?P<guard>\S+: .+?)\s*$")
+_LIMIT = re.compile(r"recompile_limit|cache_size_limit", re.I)
+_PREFIX = re.compile(r"^[VIWE]\d{4} [\d:.]+ \d+ \S+\] (?:\[[^\]]*\] )*(?:\[__\w+\] )?")
+
+
+@dataclass(frozen=True)
+class Site:
+    file: str  # relative to the tree when inside it, else absolute
+    line: int
+    function: str
+    count: int
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"site": f"{self.file}:{self.line}", "function": self.function, "count": self.count, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    graph_breaks: int
+    break_sites: tuple[Site, ...]
+    recompiles: int
+    recompile_sites: tuple[Site, ...]
+    recompile_limit_hit: bool
+    lines: tuple[str, ...] = field(default=())
+
+
+@lru_cache(maxsize=256)
+def _functions(path: str) -> tuple[tuple[int, int, str], ...]:
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        return ()
+    spans = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            spans.append((node.lineno, node.end_lineno or node.lineno, node.name))
+    return tuple(spans)
+
+
+def function_at(path: str, line: int) -> str:
+    """Innermost function containing ``line`` in ``path`` ('' when unknown)."""
+    best = ""
+    best_len = 1 << 30
+    for start, end, name in _functions(path):
+        if start <= line <= end and end - start < best_len:
+            best, best_len = name, end - start
+    return best
+
+
+def _relative(file: str, tree: Path | None) -> str:
+    if tree is not None:
+        try:
+            return Path(file).resolve().relative_to(tree.resolve()).as_posix()
+        except ValueError:
+            pass
+    return file
+
+
+def parse(text: str, tree: Path | None = None) -> LogSummary:
+    breaks: Counter[tuple[str, int]] = Counter()
+    reasons: dict[tuple[str, int], str] = {}
+    recompiles: Counter[tuple[str, int, str]] = Counter()
+    guards: dict[tuple[str, int, str], str] = {}
+    limit = False
+    kept = []
+    last_break: tuple[str, int] | None = None
+    last_recompile: tuple[str, int, str] | None = None
+    pending_reason: tuple[str, int] | None = None
+    for raw in text.splitlines():
+        line = _PREFIX.sub("", raw)
+        if m := _BREAK.search(line):
+            key = (m["file"], int(m["line"]))
+            breaks[key] += 1
+            last_break, last_recompile = key, None
+            kept.append(line)
+        elif (m := _REASON.search(line)) and last_break is not None:
+            if m["reason"].startswith("Encountered graph break when attempting"):
+                pending_reason = last_break  # the specific reason follows on the next text line
+            else:
+                reasons.setdefault(last_break, m["reason"])
+            last_break = None
+        elif pending_reason is not None and line.strip():
+            reasons.setdefault(pending_reason, line.strip())
+            pending_reason = None
+        elif m := _RECOMPILE.search(line):
+            key3 = (m["file"], int(m["line"]), m["func"])
+            recompiles[key3] += 1
+            last_recompile, last_break = key3, None
+            kept.append(line)
+        elif last_recompile is not None and (m := _GUARD.match(line)):
+            guards.setdefault(last_recompile, m["guard"])
+            last_recompile = None
+        if _LIMIT.search(line) and ("hit config" in line or "exceeded" in line.lower() or "limit reached" in line.lower()):
+            limit = True
+            kept.append(line)
+    break_sites = tuple(
+        Site(_relative(f, tree), ln, function_at(f, ln), n, reasons.get((f, ln), ""))
+        for (f, ln), n in sorted(breaks.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    recompile_sites = tuple(
+        Site(_relative(f, tree), ln, fn, n, guards.get((f, ln, fn), ""))
+        for (f, ln, fn), n in sorted(recompiles.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    return LogSummary(sum(breaks.values()), break_sites, sum(recompiles.values()), recompile_sites, limit, tuple(kept))

@@ -1,0 +1,210 @@
+"""Verify a model: upstream vs patched, each in its own subprocess, then compare.
+
+Per variant: graph breaks (Dynamo's counters, and the ``TORCH_LOGS`` text
+attributed to ``file:line`` in the vendored tree), recompiles, graphs, whether
+``fullgraph=True`` compiles, and forecasts (eager and inductor-compiled).
+Then MAE against the held-back truth: upstream eager vs patched compiled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from patchkit.errors import EnvironmentProblem, PatchkitError
+from patchkit.patchset import PatchSet
+
+from . import logs as logparse
+from .runner import PHASE_MARK
+
+ALWAYS_LOGS = ("graph_breaks", "recompiles")
+
+
+@dataclass(frozen=True)
+class VariantReport:
+    label: str
+    tree: str
+    graph_breaks: int
+    graph_breaks_logged: int
+    recompiles: int
+    graphs: int
+    fullgraph_ok: bool
+    fullgraph_error: str
+    recompile_limit_hit: bool
+    break_sites: list[dict]
+    recompile_sites: list[dict]
+    describe: dict
+    log_excerpt: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MaeReport:
+    upstream_eager: float
+    patched_compiled: float
+    abs_diff: float
+    max_abs_pred_diff: float
+    tolerance: float
+    metric: str
+    per_series: list[dict]
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    model: str
+    torch_version: str
+    upstream_version: str
+    device: str
+    upstream: VariantReport
+    patched: VariantReport
+    mae: MaeReport | None
+    ok: bool
+    failures: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_variant(
+    model: str, tree: Path, label: str, *, weights: str | None = None, device: str = "cpu",
+    extra_logs: tuple[str, ...] = (), skip_forecast: bool = False, timeout: int = 1800,
+) -> tuple[dict, str]:
+    """Run the verify subprocess on ``tree``; return (its JSON, its stderr log)."""
+    logs = ",".join(dict.fromkeys((*ALWAYS_LOGS, *extra_logs)))
+    env = {**os.environ, "TORCH_LOGS": logs, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    with tempfile.TemporaryDirectory(prefix=f"patchkit-{label}-") as tmp:
+        out = Path(tmp) / "out.json"
+        tree = Path(tree).resolve()
+        cmd = [sys.executable, "-m", "patchkit.verify.runner", model, str(tree), str(out), "--device", device]
+        if weights:
+            cmd += ["--weights", weights]
+        if skip_forecast:
+            cmd.append("--skip-forecast")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp)
+        if proc.returncode != 0 or not out.exists():
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            err = EnvironmentProblem if "ModuleNotFoundError" in proc.stderr else PatchkitError
+            raise err(f"verify run of {label} ({tree}) failed with exit {proc.returncode}:\n{tail}")
+        return json.loads(out.read_text()), proc.stderr
+
+
+def _phase_text(log: str, phase: str) -> str:
+    keep, current = [], None
+    for line in log.splitlines():
+        if line.startswith(PHASE_MARK):
+            current = line[len(PHASE_MARK):].strip()
+            continue
+        if current == phase:
+            keep.append(line)
+    return "\n".join(keep)
+
+
+def summarize_variant(label: str, tree: Path, data: dict, log: str) -> VariantReport:
+    parsed = logparse.parse(_phase_text(log, "workload"), tree)
+    return VariantReport(
+        label=label,
+        tree=str(tree),
+        graph_breaks=max(data["counters"]["graph_breaks"], parsed.graph_breaks),
+        graph_breaks_logged=parsed.graph_breaks,
+        recompiles=parsed.recompiles,
+        graphs=data["counters"]["graphs"],
+        fullgraph_ok=data["fullgraph_ok"],
+        fullgraph_error=data["fullgraph_error"],
+        recompile_limit_hit=parsed.recompile_limit_hit,
+        break_sites=[s.to_json() for s in parsed.break_sites],
+        recompile_sites=[s.to_json() for s in parsed.recompile_sites],
+        describe=data["describe"],
+        log_excerpt=list(parsed.lines[:40]),
+    )
+
+
+def _scale(context: np.ndarray) -> float:
+    c = np.asarray(context, dtype=np.float64)
+    c = c[np.isfinite(c)]
+    if c.size == 0:
+        return 1.0
+    s = float(np.std(c))
+    if s == 0.0:
+        s = float(np.mean(np.abs(c)))
+    return s if s > 0 else 1.0
+
+
+def compare_forecasts(series: list, truth: list[np.ndarray], contexts: list[np.ndarray],
+                      upstream_eager: list, patched_compiled: list, tolerance: float) -> MaeReport:
+    rows = []
+    for meta, y, ctx, a, b in zip(series, truth, contexts, upstream_eager, patched_compiled):
+        a, b, y = np.asarray(a, float), np.asarray(b, float), np.asarray(y, float)
+        scale = _scale(ctx)
+        rows.append({
+            "series": meta["name"],
+            "source": meta["source"],
+            "scale": scale,
+            "mae_upstream_eager": float(np.nanmean(np.abs(a - y))),
+            "mae_patched_compiled": float(np.nanmean(np.abs(b - y))),
+            "max_abs_pred_diff": float(np.nanmax(np.abs(a - b))) if np.isfinite(a - b).any() else float("nan"),
+        })
+    up = float(np.mean([r["mae_upstream_eager"] / r["scale"] for r in rows]))
+    pc = float(np.mean([r["mae_patched_compiled"] / r["scale"] for r in rows]))
+    maxdiff = float(np.nanmax([r["max_abs_pred_diff"] / r["scale"] for r in rows]))
+    return MaeReport(up, pc, abs(up - pc), maxdiff, tolerance,
+                     "mean over series of MAE / std(context) (scale-free); max_abs_pred_diff also scaled",
+                     rows)
+
+
+def verify_trees(
+    ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_version: str, *,
+    weights: str | None = None, device: str = "cpu", extra_logs: tuple[str, ...] = (),
+    tolerance: float | None = None, forecasts: bool = True,
+) -> tuple[VerifyReport, dict[str, str]]:
+    """Verify two trees of ``ps``'s model.  Returns the report and the raw logs per variant."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tol = ps.mae_tolerance if tolerance is None else tolerance
+    jobs = {"upstream": Path(upstream_tree).resolve(), "patched": Path(patched_tree).resolve()}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            label: pool.submit(run_variant, ps.model, tree, label, weights=weights, device=device,
+                               extra_logs=extra_logs, skip_forecast=not forecasts)
+            for label, tree in jobs.items()
+        }
+        results = {label: f.result() for label, f in futures.items()}
+    variants = {label: summarize_variant(label, jobs[label], *results[label]) for label in jobs}
+    up_data, pa_data = results["upstream"][0], results["patched"][0]
+
+    mae = None
+    failures = []
+    if forecasts:
+        series = up_data["series"]
+        mae = compare_forecasts(series, [s["truth"] for s in series], [s["context"] for s in series],
+                                up_data["forecast_eager"], pa_data["forecast_compiled"], tol)
+        if not (mae.abs_diff <= tol and mae.max_abs_pred_diff <= tol):
+            failures.append(f"forecast drift: MAE diff {mae.abs_diff:.3g}, max pred diff {mae.max_abs_pred_diff:.3g} "
+                            f"(scaled) exceed tolerance {tol:g}")
+    p = variants["patched"]
+    if p.graph_breaks:
+        failures.append(f"patched tree still has {p.graph_breaks} graph break(s)")
+    if not p.fullgraph_ok:
+        failures.append(f"patched tree does not compile with fullgraph=True: {p.fullgraph_error}")
+    if p.recompiles:
+        failures.append(f"patched tree recompiled {p.recompiles} time(s)")
+    if p.recompile_limit_hit:
+        failures.append("patched tree hit the recompile limit (Dynamo silently fell back to eager)")
+    report = VerifyReport(
+        model=ps.model,
+        torch_version=up_data["torch_version"],
+        upstream_version=upstream_version,
+        device=device,
+        upstream=variants["upstream"],
+        patched=variants["patched"],
+        mae=mae,
+        ok=not failures,
+        failures=failures,
+    )
+    return report, {label: results[label][1] for label in jobs}

@@ -1,0 +1,118 @@
+"""Verify subprocess: ``python -m patchkit.verify.runner MODEL TREE OUT.json``.
+
+Runs with one vendored tree first on ``sys.path`` and ``TORCH_LOGS`` set by
+the parent.  Phases are fenced by marker lines on stderr so the parent can
+attribute log lines.  Writes counters, fullgraph outcome and forecasts as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+PHASE_MARK = "@@patchkit-phase "
+
+
+def _phase(name: str) -> None:
+    print(f"{PHASE_MARK}{name}", file=sys.stderr, flush=True)
+
+
+def load_harness(spec: str):
+    module, _, cls = spec.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def dynamo_counts() -> dict[str, int]:
+    from torch._dynamo.utils import counters
+
+    return {
+        "graph_breaks": int(sum(counters["graph_break"].values()) + sum(counters["unimplemented"].values())),
+        "graphs": int(counters["stats"]["unique_graphs"]),
+        "frames_ok": int(counters["frames"]["ok"]),
+    }
+
+
+def reset() -> None:
+    import torch
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("tree")
+    ap.add_argument("out")
+    ap.add_argument("--weights")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip-forecast", action="store_true")
+    args = ap.parse_args(argv)
+
+    tree = Path(args.tree).resolve()
+    sys.path.insert(0, str(tree))
+    from patchkit import patches
+
+    ps = patches.get(args.model)
+    import torch
+
+    from .harness import eager
+
+    out: dict = {"model": args.model, "tree": str(tree), "torch_version": torch.__version__}
+    # the vendored tree must be what gets imported, not an installed copy
+    for pkg in ps.provides:
+        mod = importlib.import_module(pkg)
+        origin = Path(getattr(mod, "__file__", "") or "").resolve()
+        if tree not in origin.parents:
+            raise SystemExit(f"import {pkg} resolved to {origin}, not inside {tree}")
+    harness = load_harness(ps.harness)(tree, weights=args.weights, seed=args.seed, device=args.device)
+    out["describe"] = harness.describe()
+
+    _phase("workload")
+    reset()
+    t0 = time.perf_counter()
+    harness.workload(torch.compile)
+    out["workload_s"] = time.perf_counter() - t0
+    out["counters"] = dynamo_counts()
+
+    _phase("fullgraph")
+    reset()
+    try:
+        harness.workload(functools.partial(torch.compile, fullgraph=True))
+        out["fullgraph_ok"], out["fullgraph_error"] = True, ""
+    except Exception as err:  # noqa: BLE001 - any compile failure is the finding
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        out["fullgraph_ok"], out["fullgraph_error"] = False, f"{type(err).__name__}: {first}"[:500]
+
+    if not args.skip_forecast:
+        _phase("forecast")
+        series = harness.series()
+        out["series"] = [
+            {"name": s.name, "source": s.source, "context": s.context.tolist(), "truth": s.truth.tolist()}
+            for s in series
+        ]
+        reset()
+        out["forecast_eager"] = [p.tolist() for p in harness.forecast(series, eager)]
+        reset()
+        out["forecast_compiled"] = [p.tolist() for p in harness.forecast(series, torch.compile)]
+    _phase("done")
+    Path(args.out).write_text(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(3)
