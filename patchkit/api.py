@@ -33,7 +33,7 @@ def apply(model: str, *, root: str | Path | None = None, check: bool = False, di
 
 def verify(model: str, *, root: str | Path | None = None, weights: str | None = None,
            logs: tuple[str, ...] = (), json_path: str | Path | None = None, device: str = "cpu",
-           tolerance: float | None = None) -> tuple[VerifyReport, dict[str, str]]:
+           tolerance: float | None = None, backend: str = "inductor") -> tuple[VerifyReport, dict[str, str]]:
     ws = workspace(root)
     ps = patches.get(model)
     lock, pristine = ws.require_pristine(model)
@@ -43,7 +43,23 @@ def verify(model: str, *, root: str | Path | None = None, weights: str | None = 
 
         raise NotVendored(f"vendor/{model} is missing or out of date; run `patchkit apply {model}` first")
     report, raw = verify_trees(ps, pristine, ws.patched(model), lock["version"], weights=weights, device=device,
-                               extra_logs=logs, tolerance=tolerance)
+                               extra_logs=logs, tolerance=tolerance, backend=backend)
     if json_path:
         Path(json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report, raw
+
+
+def bench(model: str, *, root: str | Path | None = None, modes: tuple[str, ...] = ("eager", "default",
+          "reduce-overhead", "max-autotune"), dtypes: tuple[str, ...] = ("float32",), batch: int = 8, runs: int = 10,
+          device: str = "cpu", warm_start: bool = True, progress=lambda msg: None):
+    from .bench import bench as _bench
+
+    ws = workspace(root)
+    ps = patches.get(model)
+    lock, pristine = ws.require_pristine(model)
+    if not _apply(ws, ps, check=True).up_to_date:
+        from .errors import NotVendored
+
+        raise NotVendored(f"vendor/{model} is missing or out of date; run `patchkit apply {model}` first")
+    return _bench(ps, pristine, ws.patched(model), lock["version"], modes=modes, dtypes=dtypes, batch=batch,
+                  runs=runs, device=device, warm_start=warm_start, progress=progress)

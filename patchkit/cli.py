@@ -148,9 +148,12 @@ def apply(opts: Options, model: str, check: bool, diff: bool, force: bool) -> No
 @click.option("--weights", type=click.Path(exists=True, file_okay=False),
               help="A real checkpoint directory (default: upstream's test checkpoint or a seeded random config).")
 @click.option("--tolerance", type=float, help="Scaled MAE / prediction drift tolerance (default: the patch set's).")
+@click.option("--backend", type=click.Choice(["inductor", "aot_eager", "eager"]), default="inductor", show_default=True,
+              help="torch.compile backend for the break/recompile analysis (Dynamo decides breaks before the "
+                   "backend runs; eager is faster). Forecasts are always compiled with inductor.")
 @click.pass_obj
 def verify(opts: Options, model: str, logs: str, json_path: Path | None, weights: str | None,
-           tolerance: float | None) -> None:
+           tolerance: float | None, backend: str) -> None:
     """Prove the fix: graph breaks, recompiles and forecast MAE, upstream vs patched.
 
     Each variant runs in its own subprocess with TORCH_LOGS set. Exit 0 only
@@ -165,12 +168,124 @@ def verify(opts: Options, model: str, logs: str, json_path: Path | None, weights
     """
     extra = tuple(x.strip() for x in logs.split(",") if x.strip())
     report, raw = api.verify(model, root=opts.root, weights=weights, logs=extra, json_path=json_path,
-                             tolerance=tolerance)
+                             tolerance=tolerance, backend=backend)
     click.echo(render_verify(report, extra, opts.verbose, raw))
     if json_path:
         click.echo(f"report written to {json_path}")
     if not report.ok:
         sys.exit(errors.EXIT_VERIFY_FAILED)
+
+
+@cli.command("upgrade-check")
+@click.argument("model")
+@click.option("--to", "targets", multiple=True, help="Target version (pip) or ref (git). Repeat with --matrix.")
+@click.option("--matrix", is_flag=True, help="Check every known version (or each --to) and print one table.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report.")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a Markdown report (reads well as a pull-request comment).")
+@click.option("--from", "from_", help="git models: repository URL or path to read refs from.")
+@click.option("--upstream-tests/--no-upstream-tests", default=None,
+              help="Run upstream's own tests on the patched target (default: on for one target, off for --matrix).")
+@click.option("--verify/--no-verify", "do_verify", default=True, help="Run verify on the target (default: on).")
+@click.option("--backend", type=click.Choice(["inductor", "aot_eager", "eager"]), default=None,
+              help="Analysis backend (default: inductor for one target, eager for --matrix).")
+@click.pass_obj
+def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: bool, json_path: Path | None,
+                  md_path: Path | None, from_: str | None, upstream_tests: bool | None, do_verify: bool,
+                  backend: str | None) -> None:
+    """Will MODEL's patches survive an upstream release? Checked in a scratch dir; vendor/ is untouched.
+
+    Per codemod: applied, already-fixed (upstream fixed the hazard) or drifted
+    (its pattern is gone: names file and construct). Then verify and upstream's
+    own tests on the patched target. Exit 0 safe, 4 drift, 1 regression.
+
+    \b
+    Examples:
+      patchkit upgrade-check chronos2 --to 2.3.2 --markdown pr-comment.md
+      patchkit upgrade-check toto --matrix --json toto-matrix.json
+      patchkit upgrade-check kronos --from ~/src/Kronos --to main
+    """
+    from . import patches, upgrade
+
+    ps = patches.get(model)
+    if not targets and not matrix:
+        raise click.UsageError("give --to VERSION, or --matrix")
+    versions = list(targets) if targets else list(ps.known_versions)
+    lock = api.workspace(opts.root).read_lock(model)
+    pinned = lock["version"] if lock else ps.pin
+    run_tests = upstream_tests if upstream_tests is not None else not matrix
+    reports = []
+    for v in versions:
+        r = upgrade.upgrade_check(ps, v, pinned=pinned, archive=Path(from_) if from_ else None, verify=do_verify,
+                                  upstream_tests=run_tests, backend=backend or ("eager" if matrix else "inductor"),
+                                  progress=lambda msg: click.echo(f"... {msg}", err=True))
+        reports.append(r)
+        if not matrix:
+            click.echo(upgrade.render_markdown(r))
+        else:
+            click.echo(f"{model} {r.target}: {r.verdict}", err=True)
+    if matrix:
+        torch_version = next((r.torch_version for r in reports if r.torch_version), "")
+        click.echo(f"{model} upgrade matrix (torch {torch_version}, device cpu, pinned {pinned})")
+        click.echo(upgrade.render_matrix(reports, markdown=False))
+    if json_path:
+        upgrade.dump_json(reports if matrix else reports[0], json_path)
+    if md_path:
+        md_path.write_text(upgrade.render_matrix(reports) if matrix else upgrade.render_markdown(reports[0]))
+    codes = {r.exit_code for r in reports}
+    if errors.EXIT_DRIFT in codes:
+        sys.exit(errors.EXIT_DRIFT)
+    if errors.EXIT_VERIFY_FAILED in codes:
+        sys.exit(errors.EXIT_VERIFY_FAILED)
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in value.split(",") if x.strip())
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--modes", default="eager,default,reduce-overhead,max-autotune", show_default=True,
+              help="Comma list of: eager, default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs.")
+@click.option("--dtype", "dtypes", default="float32", show_default=True, help="Comma list of float32, bfloat16.")
+@click.option("--batch", type=click.IntRange(1), default=8, show_default=True, help="Series per forecast call.")
+@click.option("--runs", type=click.IntRange(1), default=10, show_default=True, help="Timed runs after warm-up.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda when a GPU is present.")
+@click.option("--warm-start/--no-warm-start", default=True, show_default=True,
+              help="Add a row per variant: a fresh process over the kept inductor cache.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write rows as JSON.")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the table as Markdown.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG plot.")
+@click.pass_obj
+def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: int, device: str, warm_start: bool,
+          json_path: Path | None, md_path: Path | None, plot_path: Path | None) -> None:
+    """Latency per compile mode, upstream vs patched, each row in a fresh process.
+
+    Per row: first call (compile included), median and IQR of the timed runs
+    after warm-up, graphs, graph breaks, recompiles, peak memory and the MAE
+    difference to upstream eager. CUDA-only modes are "n/a" on a CPU.
+
+    \b
+    Examples:
+      patchkit bench chronos2 --modes eager,default --runs 20 --plot chronos2.png
+      patchkit bench toto --dtype float32,bfloat16 --json toto-bench.json
+    """
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise errors.EnvironmentProblem("--device cuda asked for, but torch sees no CUDA device")
+    rep = api.bench(model, root=opts.root, modes=_csv(modes), dtypes=_csv(dtypes), batch=batch, runs=runs,
+                    device=device, warm_start=warm_start, progress=lambda msg: click.echo(msg, err=True))
+    from . import bench as bench_mod
+
+    click.echo(bench_mod.render_table(rep))
+    if json_path:
+        json_path.write_text(json.dumps(rep.to_json(), indent=2) + "\n")
+    if md_path:
+        md_path.write_text(bench_mod.render_table(rep, markdown=True))
+    if plot_path:
+        bench_mod.plot(rep, plot_path)
+        click.echo(f"plot written to {plot_path}")
 
 
 @cli.command()
@@ -208,7 +323,8 @@ def report(reports: tuple[str, ...], suffix: str) -> None:
 
 
 def render_verify(report, shown_logs: tuple[str, ...], verbose: bool, raw: dict[str, str]) -> str:
-    lines = [f"{report.model} {report.upstream_version} | torch {report.torch_version} | device {report.device}",
+    lines = [f"{report.model} {report.upstream_version} | torch {report.torch_version} | device {report.device} | "
+             f"analysis backend {report.analysis_backend}, forecasts inductor",
              f"workload: {report.patched.describe.get('workload', '')}",
              f"weights: {report.patched.describe.get('weights', '')}",
              "",

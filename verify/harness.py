@@ -62,6 +62,35 @@ class Harness(ABC):
     def forecast(self, series: list[Series], compile_fn: CompileFn) -> list[np.ndarray]:
         """Point forecasts, one array shaped like each ``series[i].truth``."""
 
+    def to_dtype(self, dtype: str) -> None:
+        """Cast the model for a bench row ("float32", "bfloat16").  Default: float32 only."""
+        if dtype != "float32":
+            raise NotImplementedError(f"{self.model} harness has no {dtype} path")
+
+    def bench_fn(self, compile_fn: CompileFn, batch: int) -> tuple[list[Series], Callable[[], list[np.ndarray]]]:
+        """The unit ``patchkit bench`` times: one forecast of ``batch`` evaluation series.
+
+        Returns the series (for MAE) and a zero-argument callable; the model is
+        wrapped with ``compile_fn`` once, outside the timed call.
+        """
+        base = self.series()
+        series = [base[i % len(base)] for i in range(batch)]
+        wrapped = self.prepare(compile_fn)
+        return series, lambda: self.forecast(series, wrapped)
+
+    def prepare(self, compile_fn: CompileFn) -> CompileFn:
+        """Wrap once for repeated calls; by default ``forecast`` gets a compile_fn that returns
+        the already-compiled object for whatever it wraps."""
+        cache: dict[tuple[int, int], Any] = {}
+
+        def once(fn):
+            key = (id(getattr(fn, "__self__", None)), id(getattr(fn, "__func__", fn)))
+            if key not in cache:
+                cache[key] = compile_fn(fn)
+            return cache[key]
+
+        return once
+
     def series(self) -> list[Series]:
         """The evaluation series; default: patchkit's synthetic stress set plus real data."""
         from .datasets import standard_series

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,7 @@ class VerifyReport:
     torch_version: str
     upstream_version: str
     device: str
+    analysis_backend: str
     upstream: VariantReport
     patched: VariantReport
     mae: MaeReport | None
@@ -74,7 +76,7 @@ class VerifyReport:
 
 def run_variant(
     model: str, tree: Path, label: str, *, weights: str | None = None, device: str = "cpu",
-    extra_logs: tuple[str, ...] = (), skip_forecast: bool = False, timeout: int = 1800,
+    extra_logs: tuple[str, ...] = (), forecast: str = "both", timeout: int = 1800, backend: str = "inductor",
 ) -> tuple[dict, str]:
     """Run the verify subprocess on ``tree``; return (its JSON, its stderr log)."""
     logs = ",".join(dict.fromkeys((*ALWAYS_LOGS, *extra_logs)))
@@ -85,13 +87,17 @@ def run_variant(
         cmd = [sys.executable, "-m", "patchkit.verify.runner", model, str(tree), str(out), "--device", device]
         if weights:
             cmd += ["--weights", weights]
-        if skip_forecast:
-            cmd.append("--skip-forecast")
+        cmd += ["--backend", backend, "--forecast", forecast]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp)
         if proc.returncode != 0 or not out.exists():
+            missing = re.findall(r"ModuleNotFoundError: No module named '([^']+)'", proc.stderr)
+            if missing:
+                raise EnvironmentProblem(
+                    f"verify of {label}: the vendored {model} tree imports {missing[-1]!r}, which is not installed "
+                    "in this environment (install the patchkit extras: pip install -e '.[all]')"
+                )
             tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-            err = EnvironmentProblem if "ModuleNotFoundError" in proc.stderr else PatchkitError
-            raise err(f"verify run of {label} ({tree}) failed with exit {proc.returncode}:\n{tail}")
+            raise PatchkitError(f"verify run of {label} ({tree}) failed with exit {proc.returncode}:\n{tail}")
         return json.loads(out.read_text()), proc.stderr
 
 
@@ -136,6 +142,14 @@ def _scale(context: np.ndarray) -> float:
     return s if s > 0 else 1.0
 
 
+def scaled_mae(preds: list, truths: list, contexts: list) -> float:
+    """Mean over series of MAE / std(context): comparable across 1e-4 and 1e6 magnitudes."""
+    return float(np.mean([
+        float(np.nanmean(np.abs(np.asarray(p, float) - np.asarray(y, float)))) / _scale(c)
+        for p, y, c in zip(preds, truths, contexts)
+    ]))
+
+
 def compare_forecasts(series: list, truth: list[np.ndarray], contexts: list[np.ndarray],
                       upstream_eager: list, patched_compiled: list, tolerance: float) -> MaeReport:
     rows = []
@@ -161,7 +175,7 @@ def compare_forecasts(series: list, truth: list[np.ndarray], contexts: list[np.n
 def verify_trees(
     ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_version: str, *,
     weights: str | None = None, device: str = "cpu", extra_logs: tuple[str, ...] = (),
-    tolerance: float | None = None, forecasts: bool = True,
+    tolerance: float | None = None, forecasts: bool = True, backend: str = "inductor",
 ) -> tuple[VerifyReport, dict[str, str]]:
     """Verify two trees of ``ps``'s model.  Returns the report and the raw logs per variant."""
     from concurrent.futures import ThreadPoolExecutor
@@ -171,7 +185,8 @@ def verify_trees(
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {
             label: pool.submit(run_variant, ps.model, tree, label, weights=weights, device=device,
-                               extra_logs=extra_logs, skip_forecast=not forecasts)
+                               extra_logs=extra_logs, backend=backend,
+                               forecast=(("eager" if label == "upstream" else "compiled") if forecasts else "none"))
             for label, tree in jobs.items()
         }
         results = {label: f.result() for label, f in futures.items()}
@@ -201,6 +216,7 @@ def verify_trees(
         torch_version=up_data["torch_version"],
         upstream_version=upstream_version,
         device=device,
+        analysis_backend=backend,
         upstream=variants["upstream"],
         patched=variants["patched"],
         mae=mae,

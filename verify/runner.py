@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--skip-forecast", action="store_true")
+    ap.add_argument("--forecast", choices=("none", "eager", "compiled", "both"), default="both",
+                    help="which forecasts to produce (verify needs upstream eager and patched compiled)")
+    ap.add_argument("--backend", default="inductor", help="backend for the break/recompile analysis phases")
     args = ap.parse_args(argv)
 
     tree = Path(args.tree).resolve()
@@ -79,30 +81,33 @@ def main(argv: list[str] | None = None) -> int:
     _phase("workload")
     reset()
     t0 = time.perf_counter()
-    harness.workload(torch.compile)
+    harness.workload(functools.partial(torch.compile, backend=args.backend))
+    out["analysis_backend"] = args.backend
     out["workload_s"] = time.perf_counter() - t0
     out["counters"] = dynamo_counts()
 
     _phase("fullgraph")
     reset()
     try:
-        harness.workload(functools.partial(torch.compile, fullgraph=True))
+        harness.workload(functools.partial(torch.compile, fullgraph=True, backend=args.backend))
         out["fullgraph_ok"], out["fullgraph_error"] = True, ""
     except Exception as err:  # noqa: BLE001 - any compile failure is the finding
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         out["fullgraph_ok"], out["fullgraph_error"] = False, f"{type(err).__name__}: {first}"[:500]
 
-    if not args.skip_forecast:
+    if args.forecast != "none":
         _phase("forecast")
         series = harness.series()
         out["series"] = [
             {"name": s.name, "source": s.source, "context": s.context.tolist(), "truth": s.truth.tolist()}
             for s in series
         ]
-        reset()
-        out["forecast_eager"] = [p.tolist() for p in harness.forecast(series, eager)]
-        reset()
-        out["forecast_compiled"] = [p.tolist() for p in harness.forecast(series, torch.compile)]
+        if args.forecast in ("eager", "both"):
+            reset()
+            out["forecast_eager"] = [p.tolist() for p in harness.forecast(series, eager)]
+        if args.forecast in ("compiled", "both"):
+            reset()
+            out["forecast_compiled"] = [p.tolist() for p in harness.forecast(series, torch.compile)]
     _phase("done")
     Path(args.out).write_text(json.dumps(out))
     return 0

@@ -1,0 +1,224 @@
+"""``patchkit bench``: latency per compile mode, upstream vs patched, one process per row."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import BadInput, PatchkitError
+from .patchset import PatchSet
+from .verify import logs as logparse
+from .verify.report import scaled_mae
+
+KNOWN_MODES = ("eager", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_ONLY = {"reduce-overhead": "uses CUDA graphs; needs a CUDA device"}
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    variant: str
+    mode: str
+    dtype: str
+    device: str
+    status: str  # ok | n/a | error
+    note: str = ""
+    warm_start: bool = False
+    first_call_s: float | None = None
+    median_s: float | None = None
+    spread_s: float | None = None
+    runs: int = 0
+    graphs: int | None = None
+    graph_breaks: int | None = None
+    recompiles: int | None = None
+    peak_mem_mb: float | None = None
+    mae: float | None = None
+    mae_diff: float | None = None
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    model: str
+    upstream_version: str
+    torch_version: str
+    device: str
+    date: str
+    batch: int
+    runs: int
+    rows: list[BenchRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _run_row(model: str, tree: Path, variant: str, mode: str, dtype: str, *, batch: int, runs: int, device: str,
+             cache_dir: Path, warm: bool = False, timeout: int = 1800) -> tuple[BenchRow, dict | None]:
+    env = {**os.environ, "TORCH_LOGS": "graph_breaks,recompiles", "PYTHONUNBUFFERED": "1",
+           "TORCHINDUCTOR_CACHE_DIR": str(cache_dir), "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+           "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
+    with tempfile.TemporaryDirectory(prefix="patchkit-bench-") as tmp:
+        out = Path(tmp) / "row.json"
+        cmd = [sys.executable, "-m", "patchkit.bench_runner", model, str(tree), mode, dtype, str(out),
+               "--batch", str(batch), "--runs", str(runs), "--device", device]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp)
+        if proc.returncode != 0 or not out.exists():
+            lines = [x for x in proc.stderr.strip().splitlines() if x.strip()]
+            reason = lines[-1] if lines else f"exit {proc.returncode}"
+            status = "n/a" if "NotImplementedError" in reason else "error"
+            return BenchRow(variant, mode, dtype, device, status, reason[-300:], warm), None
+        data = json.loads(out.read_text())
+    text = proc.stderr.split("@@patchkit-phase run", 1)[-1]
+    parsed = logparse.parse(text, tree)
+    c = data["counters"]
+    row = BenchRow(variant, mode, dtype, device, "ok", data["peak_mem_kind"], warm, data["first_call_s"],
+                   data["median_s"], data["spread_s"], data["runs"], c["graphs"],
+                   max(c["graph_breaks"], parsed.graph_breaks), parsed.recompiles, data["peak_mem_mb"])
+    return row, data
+
+
+def bench(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_version: str, *,
+          modes: tuple[str, ...] = ("eager", "default", "reduce-overhead", "max-autotune"),
+          dtypes: tuple[str, ...] = ("float32",), batch: int = 8, runs: int = 10, device: str = "cpu",
+          warm_start: bool = True, tolerance: float | None = None,
+          progress: Callable[[str], None] = lambda msg: None) -> BenchReport:
+    bad = [m for m in modes if m not in KNOWN_MODES]
+    if bad:
+        raise BadInput(f"unknown mode(s) {', '.join(bad)}; choose from {', '.join(KNOWN_MODES)}")
+    bad = [d for d in dtypes if d not in DTYPES]
+    if bad:
+        raise BadInput(f"unknown dtype(s) {', '.join(bad)}; choose from {', '.join(DTYPES)}")
+    tol = ps.mae_tolerance if tolerance is None else tolerance
+    has_cuda = device.startswith("cuda")
+    plan: list[tuple[str, Path, str, str]] = []
+    for variant, tree in (("upstream", upstream_tree), ("patched", patched_tree)):
+        for dtype in dtypes:
+            for mode in dict.fromkeys(("eager", *modes)):  # upstream eager float32 is the MAE baseline
+                plan.append((variant, Path(tree).resolve(), mode, dtype))
+    rows: list[BenchRow] = []
+    payloads: dict[int, dict] = {}
+    cache_root = Path(tempfile.mkdtemp(prefix="patchkit-inductor-cache-"))
+    torch_version = ""
+    started = time.perf_counter()
+    try:
+        total = len(plan) + (2 if warm_start else 0)
+        for i, (variant, tree, mode, dtype) in enumerate(plan, 1):
+            label = f"[{i}/{total}] {variant:8s} {mode:15s} {dtype}"
+            if mode in CUDA_ONLY and not has_cuda:
+                rows.append(BenchRow(variant, mode, dtype, device, "n/a", f"{CUDA_ONLY[mode]}; this run is on {device}"))
+                progress(f"{label}: n/a ({CUDA_ONLY[mode]})")
+                continue
+            progress(f"{label}: running ({time.perf_counter() - started:.0f} s elapsed)")
+            cache = cache_root / f"{variant}-{mode}-{dtype}"
+            row, data = _run_row(ps.model, tree, variant, mode, dtype, batch=batch, runs=runs, device=device,
+                                 cache_dir=cache)
+            if data:
+                payloads[len(rows)] = data
+                torch_version = data["torch_version"]
+            rows.append(row)
+            progress(f"{label}: {_short(row)}")
+        if warm_start:
+            for variant in ("upstream", "patched"):
+                compiled = [(r, idx) for idx, r in enumerate(rows) if r.variant == variant and r.status == "ok"
+                            and r.mode != "eager" and r.dtype == dtypes[0]]
+                if not compiled:
+                    continue
+                best, _ = min(compiled, key=lambda x: x[0].median_s)
+                tree = Path(upstream_tree if variant == "upstream" else patched_tree).resolve()
+                progress(f"[{len(rows) + 1}/{total}] {variant:8s} {best.mode:15s} {best.dtype}: warm start "
+                         "(fresh process, inductor cache kept)")
+                row, data = _run_row(ps.model, tree, variant, best.mode, best.dtype, batch=batch, runs=runs,
+                                     device=device, cache_dir=cache_root / f"{variant}-{best.mode}-{best.dtype}",
+                                     warm=True)
+                if data:
+                    payloads[len(rows)] = data
+                rows.append(row)
+                progress(f"      -> {_short(row)}")
+    finally:
+        shutil.rmtree(cache_root, ignore_errors=True)
+    # MAE against the upstream eager float32 baseline
+    base_idx = next((i for i, r in enumerate(rows) if r.variant == "upstream" and r.mode == "eager"
+                     and r.dtype == dtypes[0] and i in payloads), None)
+    notes = []
+    if base_idx is None:
+        raise PatchkitError("the upstream eager baseline row failed; see the table for its error")
+    b = payloads[base_idx]
+    base = scaled_mae(b["preds"], b["truth"], b["context"])
+    final = []
+    for i, r in enumerate(rows):
+        if i in payloads:
+            d = payloads[i]
+            mae = scaled_mae(d["preds"], d["truth"], d["context"])
+            r = BenchRow(**{**asdict(r), "mae": mae, "mae_diff": abs(mae - base)})
+        final.append(r)
+    notes.append(f"mae: mean over {len(b['names'])} series of MAE / std(context); mae_diff against upstream eager "
+                 f"{dtypes[0]} (tolerance {tol:g})")
+    notes.append("spread_s: inter-quartile range of the timed runs; first_call_s includes compilation")
+    return BenchReport(ps.model, upstream_version, torch_version, device, _dt.date.today().isoformat(), batch, runs,
+                       final, notes)
+
+
+def _short(r: BenchRow) -> str:
+    if r.status != "ok":
+        return f"{r.status}: {r.note}"
+    return (f"first {r.first_call_s:.2f} s, median {r.median_s * 1000:.1f} ms, "
+            f"breaks {r.graph_breaks}, recompiles {r.recompiles}")
+
+
+def render_table(rep: BenchReport, markdown: bool = False) -> str:
+    header = ["variant", "mode", "dtype", "first call s", "median ms", "IQR ms", "graphs", "breaks",
+              "recompiles", "peak MB", "MAE diff"]
+    rows = []
+    for r in rep.rows:
+        mode = r.mode + (" (warm cache)" if r.warm_start else "")
+        if r.status != "ok":
+            rows.append([r.variant, mode, r.dtype, r.status, r.note[:60], "", "", "", "", "", ""])
+            continue
+        rows.append([r.variant, mode, r.dtype, f"{r.first_call_s:.2f}", f"{r.median_s * 1000:.1f}",
+                     f"{r.spread_s * 1000:.1f}", str(r.graphs), str(r.graph_breaks), str(r.recompiles),
+                     f"{r.peak_mem_mb:.0f}", "-" if r.mae_diff is None else f"{r.mae_diff:.1e}"])
+    title = (f"{rep.model} {rep.upstream_version[:12]} | torch {rep.torch_version} | device {rep.device} | "
+             f"batch {rep.batch} | {rep.runs} timed runs | {rep.date}")
+    if markdown:
+        out = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(out) + "\n"
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
+    return "\n".join([title, *body, *rep.notes]) + "\n"
+
+
+def plot(rep: BenchReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rep.rows if r.status == "ok" and not r.warm_start]
+    dtypes = list(dict.fromkeys(r.dtype for r in ok))
+    fig, axes = plt.subplots(1, max(1, len(dtypes)), figsize=(6 * max(1, len(dtypes)), 4), squeeze=False)
+    for ax, dtype in zip(axes[0], dtypes):
+        modes = list(dict.fromkeys(r.mode for r in ok if r.dtype == dtype))
+        for k, variant in enumerate(("upstream", "patched")):
+            vals = {r.mode: r for r in ok if r.variant == variant and r.dtype == dtype}
+            xs = [i + (k - 0.5) * 0.38 for i in range(len(modes))]
+            ys = [vals[m].median_s * 1000 if m in vals else 0 for m in modes]
+            err = [vals[m].spread_s * 500 if m in vals else 0 for m in modes]
+            ax.bar(xs, ys, width=0.38, yerr=err, capsize=3, label=variant)
+        ax.set_xticks(range(len(modes)), modes)
+        ax.set_ylabel("median latency per forecast (ms)")
+        ax.set_title(f"{rep.model} {dtype}")
+        ax.legend()
+    fig.suptitle(f"torch {rep.torch_version}, {rep.device}, batch {rep.batch}, {rep.date}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
