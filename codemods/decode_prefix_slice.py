@@ -6,6 +6,7 @@ from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
+from libcst.codemod.visitors import AddImportsVisitor
 
 from .base import PatchkitCodemod
 
@@ -97,6 +98,7 @@ class DecodePrefixSlice(PatchkitCodemod):
             orelse=cst.Else(body=cst.IndentedBlock(body=[first.with_changes(leading_lines=[]), *head[1:]])),
             leading_lines=first.leading_lines,
         )
+        AddImportsVisitor.add_needed_import(self.context, "torch")
         self.record(original_node, f"{prefix} from {cache} length -> shapes + {cache}.{self.options['empty_method']}() under compile")
         return updated_node.with_changes(body=updated_node.body.with_changes(body=[gate, *body[at:]]))
 

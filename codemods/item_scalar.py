@@ -66,6 +66,7 @@ class ItemScalar(PatchkitCodemod):
         self._classes: list[str] = []
         self._funcs: list[str] = []
         self._static: set[str] = set()
+        self._read: set[str] = set()
 
     # -- scope -------------------------------------------------------------
     def _in_class(self) -> bool:
@@ -79,6 +80,7 @@ class ItemScalar(PatchkitCodemod):
         self._classes.append(node.name.value)
         if self._in_class():
             self._static = {t for t in self.options["tables"] if self._is_static(node, t)}
+            self._read = {t for t in self._static if self._has_reads(node, t)}
         return True
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
@@ -95,6 +97,18 @@ class ItemScalar(PatchkitCodemod):
                 self.warn(f"item-scalar: self.{table} is written in {func.name.value}(); left as is")
                 return False
         return True
+
+    def _has_reads(self, cls: cst.ClassDef, table: str) -> bool:
+        """Any ``self.<table>[i].item()`` / ``int(self.<table>[i])`` outside the constructors?"""
+        entry = m.Subscript(value=m.Attribute(value=m.Name("self"), attr=m.Name(table)))
+        read = m.Call(func=m.Attribute(value=entry, attr=m.Name("item")), args=[]) | m.Call(
+            func=m.Name("int"), args=[m.Arg(value=entry, keyword=None)]
+        )
+        return any(
+            m.findall(func, read)
+            for func in m.findall(cls, m.FunctionDef())
+            if func.name.value not in self.options["constructors"]  # type: ignore[attr-defined]
+        )
 
     @staticmethod
     def _writes(func: cst.FunctionDef, table: str) -> bool:
@@ -130,18 +144,20 @@ class ItemScalar(PatchkitCodemod):
         body = list(updated_node.body.body)
         added = False
         for table in sorted(self._static):
-            target = m.Attribute(value=m.Name("self"), attr=m.Name(table))
-            fills = m.findall(
-                original_node, m.Assign(targets=[m.AssignTarget(target=target | m.Subscript(value=target))])
-            )
-            if not fills:
-                continue
             host_assign = m.Assign(
                 targets=[m.AssignTarget(target=m.Attribute(value=m.Name("self"), attr=m.Name(self._host(table))))]
             )
             existing = m.findall(original_node, host_assign)
             if existing:
                 self.record_already(existing[0], f"host copy self.{self._host(table)} already built")
+                continue
+            if table not in self._read:
+                continue
+            target = m.Attribute(value=m.Name("self"), attr=m.Name(table))
+            fills = m.findall(
+                original_node, m.Assign(targets=[m.AssignTarget(target=target | m.Subscript(value=target))])
+            )
+            if not fills:
                 continue
             stmt = cst.parse_statement(f"self.{self._host(table)} = self.{table}.tolist()\n")
             stmt = stmt.with_changes(

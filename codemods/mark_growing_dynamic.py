@@ -6,6 +6,7 @@ from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
+from libcst.codemod.visitors import AddImportsVisitor
 
 from .base import PatchkitCodemod
 
@@ -97,6 +98,7 @@ class MarkGrowingDynamic(PatchkitCodemod):
                 continue
             dim = grown[name]
             dim_src = str(dim) if dim >= 0 else f"{name}.ndim - {-dim}"
+            AddImportsVisitor.add_needed_import(self.context, "torch")
             new.append(cst.parse_statement(f"torch._dynamo.maybe_mark_dynamic({name}, {dim_src})\n"))
             self.record(original_node, f"{name} grows by torch.cat(dim={dim}) each iteration -> marked dynamic")
         if not new:

@@ -6,6 +6,7 @@ from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
+from libcst.codemod.visitors import AddImportsVisitor
 
 from .base import PatchkitCodemod
 
@@ -123,6 +124,7 @@ class OffsetCausalMask(PatchkitCodemod):
             elif arg.keyword is not None and arg.keyword.value == "is_causal":
                 arg = arg.with_changes(value=new_causal)
             args.append(arg)
+        AddImportsVisitor.add_needed_import(self.context, "torch")
         self._need_helper = True
         self.record(original_node, f"is_causal=({mask_name} is None and {off} == 0) -> mask from the tensor offset")
         return updated_node.with_changes(args=args)

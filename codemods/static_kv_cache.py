@@ -6,6 +6,7 @@ from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
+from libcst.codemod.visitors import AddImportsVisitor
 
 from .base import CodemodOptionError, PatchkitCodemod
 
@@ -326,6 +327,7 @@ def {self.options["empty_method"]}(self) -> bool:
                 f"torch.arange({_code(value)}.shape[{dim - 1}], device={_code(start)}.device), "
                 f"{_code(value)}.to(self.{buf}.dtype))"
             )
+            AddImportsVisitor.add_needed_import(self.context, "torch")
             self.record(original_node, f"`{src.strip()}` -> index_copy_ at a 0-d tensor position")
             return updated_node.with_changes(body=[cst.Expr(cst.parse_expression(new))])
         max_len = self.options["max_len_attr"]
