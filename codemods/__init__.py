@@ -7,9 +7,23 @@ public interface (patch sets and reports use them) and are never reused.
 from __future__ import annotations
 
 from .base import CodemodOptionError, CodemodResult, PatchkitCodemod, Site, run_codemod
+from .decode_prefix_slice import DecodePrefixSlice
 from .isnan_guard import IsnanGuard
+from .item_scalar import ItemScalar
+from .kv_cache_callsites import KvCacheCallsites
+from .mark_growing_dynamic import MarkGrowingDynamic
+from .offset_causal_mask import OffsetCausalMask
+from .static_kv_cache import StaticKvCache
 
-ALL: tuple[type[PatchkitCodemod], ...] = (IsnanGuard,)
+ALL: tuple[type[PatchkitCodemod], ...] = (
+    IsnanGuard,
+    ItemScalar,
+    StaticKvCache,
+    KvCacheCallsites,
+    OffsetCausalMask,
+    DecodePrefixSlice,
+    MarkGrowingDynamic,
+)
 
 REGISTRY: dict[str, type[PatchkitCodemod]] = {cls.NAME: cls for cls in ALL}
 

@@ -1,0 +1,245 @@
+"""Toto (package ``toto-ts``): patch set and verify harness.
+
+Hazards, all on the KV-cache decode path of ``TotoForecaster.forecast``
+(``use_kv_cache=True``, the default):
+
+* ``KVCache`` maps layers to cache slots and reads its fill counters with
+  ``int(tensor.item())``, asserts ``end <= max_seq_len`` on a tensor, writes
+  with tensor-bounded slices and returns K/V sliced to the filled length: graph
+  breaks in every attention layer, and K/V shapes that grow every step;
+* the attention passes ``is_causal=(mask is None and offset == 0)``, which
+  cannot hold a tensor or symbolic offset;
+* the backbone slices the input to the new patch with a prefix length read
+  from the cache (``.item()``);
+* the forecaster grows its inputs by one patch per step (``torch.cat``), so
+  every step has new shapes.
+
+Measured with TotoHarness.workload (4 layers, 1 prefill + 16 and 8 decode
+steps; torch 2.13 CPU): upstream 25 graph breaks (+8 data-dependent ones
+counted as unimplemented), 27 recompiles, 37 graphs, fullgraph fails; patched
+0 breaks, 2 graphs (prefill, decode step), 1 recompile (the switch from the
+prefill graph to the decode graph in the first call, none after it), and the
+workload compiles with ``fullgraph=True``.
+
+Not covered: the xFormers path (``use_memory_efficient_attention=True``,
+GPU only): its cache reads keep the growing, sliced shape, so it still breaks
+under compile; and the variate-label fusion path (finetuning with exogenous
+variables), which still reads the cache length in ``Transformer.forward``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from patchkit.patchset import PatchSet, PipSource, Step, UpstreamTests
+from patchkit.verify.harness import CompileFn, Harness, Series
+
+_CACHE = "KVCache"
+
+PATCHSET = PatchSet(
+    model="toto",
+    title="Datadog Toto (toto-ts)",
+    source=PipSource(
+        package="toto-ts",
+        dist="wheel",  # the wheel carries toto/test/
+        include=(("toto/", "toto/"),),
+        # evaluation harnesses and scripts pull in benchmark-only dependencies
+        exclude=("toto/evaluation/", "toto/scripts/"),
+    ),
+    pin="0.2.0",
+    known_versions=("0.1.3", "0.1.4", "0.2.0"),
+    steps=(
+        Step(
+            codemod="item-scalar",
+            files=("toto/model/util.py",),
+            options={"tables": ["_layer_cache_map"], "class_name": _CACHE},
+            why="KVCache.__getitem__/seq_len/append look up the layer's cache slot with "
+            "int(self._layer_cache_map[layer_idx].item()): a host sync and graph break per attention "
+            "layer, although the map is fixed in __post_init__",
+        ),
+        Step(
+            codemod="static-kv-cache",
+            files=("toto/model/util.py",),
+            options={
+                "class_name": _CACHE,
+                "keys_attr": "_keys",
+                "values_attr": "_values",
+                "index_attr": "_current_idx",
+                "max_len_attr": "max_seq_len",
+                "position_method": "seq_pos",
+                "read_method": "read_full",
+                "empty_method": "is_empty",
+                # memory_efficient_attention gets no mask for the static buffers: keep its sliced read
+                "sliced_read_when": "use_memory_efficient_attention",
+            },
+            why="KVCache.append asserts `end_idx <= self.max_seq_len` on a tensor and writes "
+            "self._keys[c, :, :, start_idx:end_idx, :] with tensor bounds (graph breaks); readers get "
+            "K/V sliced to the filled length (growing shapes, a recompile per step)",
+        ),
+        Step(
+            codemod="kv-cache-callsites",
+            files=("toto/model/attention.py", "toto/model/transformer.py"),
+            options={
+                "receivers": ["kv_cache"],
+                "renames": {"seq_len": "seq_pos"},
+                "subscript_method": "read_full",
+            },
+            why="BaseMultiheadAttention.positional_embedding takes the RoPE offset from "
+            "kv_cache.seq_len() (.item()) and reads kv_cache[layer_idx] (sliced, growing); "
+            "Transformer.forward also calls kv_cache.seq_len(1)",
+        ),
+        Step(
+            codemod="offset-causal-mask",
+            files=("toto/model/attention.py",),
+            why="run_attention passes is_causal=(attention_mask is None and seq_pos_offset == 0) to "
+            "scaled_dot_product_attention: data-dependent with a tensor offset, TypeError (not SymBool) "
+            "with a symbolic one; the full cache buffers also need a mask over unfilled positions",
+        ),
+        Step(
+            codemod="decode-prefix-slice",
+            files=("toto/model/backbone.py",),
+            options={"receivers": ["kv_cache"], "empty_method": "is_empty"},
+            why="TotoBackbone.backbone slices the inputs to the new patch at "
+            "prefix_len = stride * (kv_cache.current_len(0) - prepended): .item() and a per-step int",
+        ),
+        Step(
+            codemod="mark-growing-dynamic",
+            files=("toto/inference/forecaster.py",),
+            options={"calls": ["self.model"]},
+            why="generate_mean/generate_samples grow inputs, id_mask and input_padding_mask by one patch "
+            "per step with torch.cat before calling the model: a recompile on the second step and "
+            "again for every horizon",
+        ),
+    ),
+    harness="patchkit.patches.toto:TotoHarness",
+    provides=("toto",),
+    # toto/test: 17 tests (forecaster with a mocked backbone, gluonts predictor, fusion with a
+    # KVCache in eager, scalers); attention_test.py defines fixtures only.  Needs beartype.
+    upstream_tests=UpstreamTests(
+        paths=("toto/test",),
+        deselect={},
+        args=("-p", "no:cacheprovider"),
+    ),
+    mae_tolerance=1e-3,
+    notes="Forecasts compared on the mean of the output distribution (generate_mean, deterministic).",
+)
+
+
+class TotoHarness(Harness):
+    """Tiny random-weight Toto (or a checkpoint via ``weights``) driven through TotoForecaster."""
+
+    model = "toto"
+    context_length = 256
+    horizon = 32
+    #: workload geometry: context 64 steps (8 patches of 8), then two horizons:
+    #: 17 and 9 model calls (1 prefill + 16 and 8 decode steps)
+    workload_context = 64
+    workload_horizons = (136, 72)
+
+    def __init__(self, tree: Path, weights: str | None = None, seed: int = 0, device: str = "cpu") -> None:
+        super().__init__(tree, weights, seed, device)
+        import torch
+        from toto.model.toto import Toto
+
+        torch.manual_seed(seed)
+        if weights:
+            self.weights_source = str(weights)
+            toto = Toto.from_pretrained(weights)
+        else:
+            self.weights_source = f"random init, seed {seed}"
+            toto = Toto(
+                patch_size=8,
+                stride=8,
+                embed_dim=32,
+                num_layers=4,
+                num_heads=2,
+                mlp_hidden_dim=64,
+                dropout=0.0,
+                spacewise_every_n_layers=2,
+                spacewise_first=False,
+                scaler_cls="<class 'model.scaler.CausalPatchStdMeanScaler'>",
+                output_distribution_classes=["<class 'model.distribution.MixtureOfStudentTsOutput'>"],
+                output_distribution_kwargs={"k_components": 4},
+                use_memory_efficient_attention=False,
+            )
+        self.backbone = toto.model.to(device).eval()
+
+    def describe(self) -> dict[str, Any]:
+        bb = self.backbone
+        return {
+            "weights": self.weights_source,
+            "config": {
+                "patch_size": bb.patch_embed.patch_size,
+                "embed_dim": bb.embed_dim,
+                "num_layers": bb.num_layers,
+                "layers": [type(layer.attention).__name__ for layer in bb.transformer.layers],
+            },
+            "workload": (
+                "TotoForecaster(compiled TotoBackbone).forecast(use_kv_cache=True), mean path, batch 1 x "
+                f"2 variates, context {self.workload_context}, horizons {list(self.workload_horizons)} "
+                f"({[h // bb.patch_embed.stride - 1 for h in self.workload_horizons]} decode steps after the prefill)"
+            ),
+            "forecast": "distribution mean of TotoForecaster.forecast(num_samples=None, use_kv_cache=True); "
+            "deterministic, so eager and compiled are compared directly",
+            "compile_unit": "TotoBackbone (forward), passed to TotoForecaster",
+        }
+
+    def _forecaster(self, compile_fn: CompileFn):
+        from toto.inference.forecaster import TotoForecaster
+
+        return TotoForecaster(compile_fn(self.backbone))
+
+    def _masked(self, values, observed):
+        """MaskedTimeseries for (batch, variates, time) values; unobserved points are 0 and masked out."""
+        import torch
+        from toto.data.util.dataset import MaskedTimeseries
+
+        batch, variates, steps = values.shape
+        return MaskedTimeseries(
+            series=torch.where(observed, values, torch.zeros_like(values)).to(self.device),
+            padding_mask=observed.to(self.device),
+            id_mask=torch.zeros(batch, variates, steps, dtype=torch.int, device=self.device),
+            timestamp_seconds=torch.zeros(batch, variates, steps, dtype=torch.int, device=self.device),
+            time_interval_seconds=torch.full((batch, variates), 60, dtype=torch.int, device=self.device),
+        )
+
+    def workload(self, compile_fn: CompileFn) -> None:
+        import torch
+
+        forecaster = self._forecaster(compile_fn)
+        gen = torch.Generator().manual_seed(self.seed)
+        values = torch.randn(1, 2, self.workload_context, generator=gen).cumsum(-1)
+        inputs = self._masked(values, torch.ones_like(values, dtype=torch.bool))
+        for horizon in self.workload_horizons:
+            forecaster.forecast(inputs, prediction_length=horizon, use_kv_cache=True)
+
+    def forecast(self, series: list[Series], compile_fn: CompileFn) -> list[np.ndarray]:
+        import torch
+
+        forecaster = self._forecaster(compile_fn)
+        out: list[np.ndarray] = []
+        # one batched call per (context length, horizon, variates) geometry
+        groups: dict[tuple, list[int]] = {}
+        for i, s in enumerate(series):
+            groups.setdefault((s.context.shape, s.truth.shape), []).append(i)
+        preds: dict[int, np.ndarray] = {}
+        for (ctx_shape, truth_shape), idx in groups.items():
+            ctx = np.stack([np.asarray(series[i].context, dtype=np.float64) for i in idx])
+            if ctx.ndim == 2:  # (batch, time) -> (batch, 1 variate, time)
+                ctx = ctx[:, None, :]
+            else:  # (batch, time, variates) -> (batch, variates, time)
+                ctx = ctx.transpose(0, 2, 1)
+            observed = torch.from_numpy(~np.isnan(ctx))
+            values = torch.from_numpy(np.nan_to_num(ctx)).to(torch.float32)
+            horizon = truth_shape[0]
+            with torch.no_grad():
+                mean = forecaster.forecast(self._masked(values, observed), prediction_length=horizon, use_kv_cache=True).mean
+            mean = mean.float().cpu().numpy().astype(np.float64)  # (batch, variates, horizon)
+            for j, i in enumerate(idx):
+                p = mean[j, :, :horizon]
+                preds[i] = p[0] if len(truth_shape) == 1 else p.T
+        out = [preds[i] for i in range(len(series))]
+        return out

@@ -1,0 +1,217 @@
+"""Golden and behaviour tests for the codemods of the Toto patch set.
+
+Golden cases live in ``tests/fixtures/<codemod-name>/``: ``<case>.in.py`` with
+``<case>.out.py`` (expected rewrite) or, for ``untouched_*`` cases, no
+``.out.py`` (the codemod must leave the file byte for byte).  Options for a
+case come from ``<case>.options.json``.
+
+The chain tests run the whole codemod sequence of ``patches/toto.py`` over a
+small decoder of the same shape (``tests/toto_chain/mini_decoder.py``) and
+check eager equivalence, the eager error, and a compile with no graph break
+and no recompile across decode steps and horizons.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from patchkit.codemods import REGISTRY, run_codemod
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CHAIN = Path(__file__).parent / "toto_chain"
+
+#: the codemods this module covers (the Toto patch set's own)
+TOTO_CODEMODS = (
+    "item-scalar",
+    "static-kv-cache",
+    "kv-cache-callsites",
+    "offset-causal-mask",
+    "decode-prefix-slice",
+    "mark-growing-dynamic",
+)
+
+
+def _cases(untouched: bool) -> list:
+    found = []
+    for name in TOTO_CODEMODS:
+        for src in sorted((FIXTURES / name).glob("*.in.py")):
+            case = src.name[: -len(".in.py")]
+            if case.startswith("untouched_") == untouched:
+                found.append(pytest.param(name, src, id=f"{name}/{case}"))
+    return found
+
+
+def _options(src: Path) -> dict:
+    opts = src.with_name(src.name.replace(".in.py", ".options.json"))
+    return json.loads(opts.read_text()) if opts.exists() else {}
+
+
+def _out(src: Path) -> Path:
+    return src.with_name(src.name.replace(".in.py", ".out.py"))
+
+
+@pytest.mark.parametrize("name", TOTO_CODEMODS)
+def test_registered_with_contract(name: str) -> None:
+    cls = REGISTRY[name]
+    assert cls.NAME == name and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name)
+    assert cls.DESCRIPTION and cls.LOOKS_FOR
+    doc = (cls.__doc__ or "").lower()
+    assert "graph break" in doc or "recompile" in doc, "docstring must name the hazard it removes"
+    assert _cases(False) and any(p.values[0] == name for p in _cases(False)), f"{name} has no golden case"
+
+
+@pytest.mark.parametrize("name,src", _cases(untouched=True))
+def test_untouched_cases_are_byte_identical(name: str, src: Path) -> None:
+    assert not _out(src).exists(), "untouched cases have no .out.py"
+    text = src.read_text()
+    result = run_codemod(REGISTRY[name], text, filename=str(src), options=_options(src))
+    assert result.code == text
+    assert not result.changed and not result.matches
+
+
+@pytest.mark.parametrize("name,src", _cases(untouched=False))
+def test_rewrites_to_expected_output(name: str, src: Path) -> None:
+    result = run_codemod(REGISTRY[name], src.read_text(), filename=str(src), options=_options(src))
+    assert result.code == _out(src).read_text()
+    assert result.changed
+    assert result.matches, "every rewritten site is reported"
+    assert all(site.line > 0 and site.construct for site in result.matches)
+    compile(result.code, str(src), "exec")
+
+
+@pytest.mark.parametrize("name,src", _cases(untouched=False))
+def test_idempotent_and_reports_already_fixed(name: str, src: Path) -> None:
+    fixed = _out(src).read_text()
+    result = run_codemod(REGISTRY[name], fixed, filename=str(_out(src)), options=_options(src))
+    assert result.code == fixed
+    assert not result.matches
+    assert result.already, "a second run reports the sites as already fixed"
+
+
+def test_item_scalar_warns_on_mutated_table() -> None:
+    src = FIXTURES / "item-scalar" / "untouched_mutated_table.in.py"
+    from libcst.codemod import CodemodContext
+
+    cls = REGISTRY["item-scalar"]
+    import libcst as cst
+
+    ctx = CodemodContext()
+    cls(ctx, **_options(src)).transform_module(cst.parse_module(src.read_text()))
+    assert any("shuffle" in w for w in ctx.warnings)
+
+
+def test_options_are_checked() -> None:
+    from patchkit.codemods import CodemodOptionError
+
+    with pytest.raises(CodemodOptionError):
+        run_codemod(REGISTRY["item-scalar"], "x = 1\n", options={})
+    with pytest.raises(CodemodOptionError):
+        run_codemod(REGISTRY["static-kv-cache"], "x = 1\n", options={})
+    with pytest.raises(CodemodOptionError):
+        run_codemod(REGISTRY["mark-growing-dynamic"], "x = 1\n", options={"bogus": 1})
+
+
+# -- chain: the patch set's sequence on a decoder of the same shape ----------------
+
+CHAIN_STEPS = (
+    ("item-scalar", {"tables": ["_slot_table"], "class_name": "StepCache"}),
+    (
+        "static-kv-cache",
+        {"class_name": "StepCache", "keys_attr": "_keys", "values_attr": "_values",
+         "index_attr": "_filled", "max_len_attr": "max_len"},
+    ),
+    ("kv-cache-callsites", {"renames": {"seq_len": "seq_pos"}, "subscript_method": "read_full"}),
+    ("offset-causal-mask", {}),
+    ("decode-prefix-slice", {"empty_method": "is_empty"}),
+    ("mark-growing-dynamic", {"calls": ["model"]}),
+)
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    code = (CHAIN / "mini_decoder.py").read_text()
+    for name, options in CHAIN_STEPS:
+        result = run_codemod(REGISTRY[name], code, options=options)
+        assert result.matches, f"{name} matched nothing in the mini decoder"
+        code = result.code
+    out = tmp_path_factory.mktemp("chain") / "mini_decoder_patched.py"
+    out.write_text(code)
+    original = _load(CHAIN / "mini_decoder.py", "toto_chain_original")
+    patched = _load(out, "toto_chain_patched")
+    torch.manual_seed(0)
+    before = original.TinyDecoder().eval()
+    after = patched.TinyDecoder().eval()
+    after.load_state_dict(before.state_dict())
+    series = torch.randn(3, 32, generator=torch.Generator().manual_seed(1)).cumsum(-1)
+    return torch, original, patched, before, after, series
+
+
+def test_chain_is_idempotent() -> None:
+    code = (CHAIN / "mini_decoder.py").read_text()
+    for name, options in CHAIN_STEPS:
+        code = run_codemod(REGISTRY[name], code, options=options).code
+    for name, options in CHAIN_STEPS:
+        again = run_codemod(REGISTRY[name], code, options=options)
+        assert again.code == code and not again.matches and again.already, name
+
+
+def test_chain_eager_forecasts_unchanged(chain) -> None:
+    torch, original, patched, before, after, series = chain
+    with torch.no_grad():
+        for horizon in (24, 16):
+            want = original.forecast(before, series, horizon)
+            got = patched.forecast(after, series, horizon)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            patched.forecast(after, series, 24, use_cache=False), original.forecast(before, series, 24, use_cache=False)
+        )
+
+
+def test_chain_eager_overflow_error_unchanged(chain) -> None:
+    torch, original, patched, before, after, series = chain
+    messages = []
+    for module, model in ((original, before), (patched, after)):
+        cache = model.allocate(series.shape[0], series.shape[-1])  # no room for a decode step
+        with torch.no_grad(), pytest.raises(AssertionError) as err:
+            model(series, cache)
+            model(torch.cat([series, series[:, -4:]], dim=-1), cache)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and "cache overflow" in messages[0]
+
+
+def test_chain_compiles_without_breaks_or_recompiles(chain) -> None:
+    torch, original, patched, before, after, series = chain
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(after, fullgraph=True)
+    try:
+        with torch.no_grad():
+            first = patched.forecast(compiled, series, 24)  # warm-up: prefill graph + decode graph
+            # every later decode step and another horizon must reuse those two graphs
+            with torch.compiler.set_stance("fail_on_recompile"):
+                second = patched.forecast(compiled, series, 16)
+                third = patched.forecast(compiled, series, 24)
+            eager = patched.forecast(after, series, 16)
+        assert counters["stats"]["unique_graphs"] == 2
+        assert sum(counters["graph_break"].values()) == 0
+        torch.testing.assert_close(second, eager, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(third, first)
+    finally:
+        torch._dynamo.reset()
