@@ -76,8 +76,7 @@ class ContiguousStepInputs(PatchkitCodemod):
             if not isinstance(value, (cst.Name, cst.Attribute, cst.Subscript, cst.Call)):
                 # an expression needing parentheses: wrap it
                 value = value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-            args[idx] = args[idx].with_changes(
-                value=cst.Call(func=cst.Attribute(value=value, attr=cst.Name("contiguous")))
-            )
-            self.record(original_node, f"{call_name} argument {pos} `{src}` -> `{src}.contiguous()`")
+            wrapped = cst.Call(func=cst.Attribute(value=value, attr=cst.Name("contiguous")))
+            args[idx] = args[idx].with_changes(value=wrapped)
+            self.record(original_node, f"{call_name} argument {pos} `{src}` -> `{cst.Module([]).code_for_node(wrapped)}`")
         return updated_node.with_changes(args=args)

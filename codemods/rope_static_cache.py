@@ -254,9 +254,11 @@ class RopeStaticCache(PatchkitCodemod):
                 continue
             body.append(stmt.visit(_AttrToLocal(mapping)))  # type: ignore[arg-type]
         body.append(cst.parse_statement(f"return {mapping[cos]}, {mapping[sin]}"))
-        # Keep the original signature and decorators; the first statement keeps no blank line.
+        # Keep the original signature and decorators; the first statement keeps
+        # its comments but no blank line.
         if body and hasattr(body[0], "leading_lines"):
-            body[0] = body[0].with_changes(leading_lines=[])  # type: ignore[union-attr]
+            kept = [line for line in body[0].leading_lines if line.comment is not None]  # type: ignore[union-attr]
+            body[0] = body[0].with_changes(leading_lines=kept)  # type: ignore[union-attr]
         return cache_fn.with_changes(
             name=cst.Name(o["compute_method"]),
             body=cst.IndentedBlock(body=body),
