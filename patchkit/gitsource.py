@@ -182,7 +182,10 @@ def export_tree(
                 rel = _under(blob.path, src_prefix)
                 if rel is None:
                     continue
-                out_rel = f"{dst_prefix}/{rel}" if dst_prefix else rel
+                if blob.path == src_prefix:  # a single file: dst_prefix names the file itself
+                    out_rel = dst_prefix or rel
+                else:
+                    out_rel = f"{dst_prefix}/{rel}" if dst_prefix else rel
                 if any(_under(out_rel, e) is not None for e in excluded):
                     continue
                 matched += 1
