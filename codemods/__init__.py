@@ -7,22 +7,31 @@ public interface (patch sets and reports use them) and are never reused.
 from __future__ import annotations
 
 from .base import CodemodOptionError, CodemodResult, PatchkitCodemod, Site, run_codemod
+from .contiguous_step_inputs import ContiguousStepInputs
+from .cudagraph_step import CudagraphStep
 from .decode_prefix_slice import DecodePrefixSlice
 from .isnan_guard import IsnanGuard
 from .item_scalar import ItemScalar
 from .kv_cache_callsites import KvCacheCallsites
 from .mark_growing_dynamic import MarkGrowingDynamic
 from .offset_causal_mask import OffsetCausalMask
+from .rope_static_cache import RopeStaticCache
 from .static_kv_cache import StaticKvCache
 
 ALL: tuple[type[PatchkitCodemod], ...] = (
+    # validation guards
     IsnanGuard,
+    # KV caches and their call sites
     ItemScalar,
     StaticKvCache,
     KvCacheCallsites,
     OffsetCausalMask,
     DecodePrefixSlice,
     MarkGrowingDynamic,
+    # rotary caches and CUDA-graph step discipline
+    RopeStaticCache,
+    CudagraphStep,
+    ContiguousStepInputs,
 )
 
 REGISTRY: dict[str, type[PatchkitCodemod]] = {cls.NAME: cls for cls in ALL}

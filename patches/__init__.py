@@ -10,6 +10,8 @@ from patchkit.patchset import PatchSet
 #: model name -> module in this package that defines PATCHSET
 MODELS: dict[str, str] = {
     "chronos2": "chronos2",
+    "toto": "toto",
+    "kronos": "kronos",
 }
 
 

@@ -1,7 +1,7 @@
 """Golden tests for every codemod: tests/fixtures/<codemod-name>/<case>.in.py -> <case>.out.py.
 
 ``untouched_*.in.py`` cases have no .out.py and must come out byte-identical.
-``<case>.options.json`` holds the codemod options.  Every expected output is
+``<case>.options.json`` (or the folder's ``options.json``) holds the codemod options.  Every expected output is
 also run again to prove idempotence.  Adding a case is adding files.
 """
 
@@ -27,8 +27,11 @@ def _cases():
 
 
 def _options(case_in: Path) -> dict:
-    opts = case_in.with_name(case_in.name[:-6] + ".options.json")
-    return json.loads(opts.read_text()) if opts.exists() else {}
+    """``<case>.options.json``, else the folder's ``options.json``, else no options."""
+    for opts in (case_in.with_name(case_in.name[:-6] + ".options.json"), case_in.parent / "options.json"):
+        if opts.exists():
+            return json.loads(opts.read_text())
+    return {}
 
 
 def _read(path: Path) -> str:

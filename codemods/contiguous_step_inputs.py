@@ -1,0 +1,82 @@
+"""contiguous-step-inputs: hand compiled step functions contiguous tensors, so strides never recompile them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import libcst as cst
+import libcst.matchers as m
+
+from .base import CodemodOptionError, PatchkitCodemod
+
+_CONTIGUOUS = m.Call(func=m.Attribute(attr=m.Name("contiguous")), args=[])
+
+
+class ContiguousStepInputs(PatchkitCodemod):
+    """Make the chosen positional arguments of a step call ``.contiguous()``.
+
+    Hazard: a decode loop that feeds a compiled function sometimes a view of a
+    preallocated buffer (``buf[:, :n]``: ``stride(0) == capacity``) and
+    sometimes the whole buffer (``stride(0) == size(1)``) changes the stride
+    relations Dynamo guards on (for example ``x.stride()[0] != x.size()[1]``),
+    so the function recompiles when the window saturates, even with dynamic
+    shapes.  Contiguous arguments always have the same stride relations; for an
+    argument that is contiguous already, ``.contiguous()`` returns it as is.
+
+    Rewrites ``<obj>.<call>(a, b, ...)`` (or ``<call>(...)``) inside the function
+    named ``function``, for each call name in ``calls`` and each 0-based
+    positional index in ``args``: ``a`` -> ``a.contiguous()``.  Arguments that
+    already end in ``.contiguous()`` are reported as already fixed.
+    """
+
+    NAME = "contiguous-step-inputs"
+    DESCRIPTION = "Pass .contiguous() tensors to compiled step calls so buffer views and full buffers share one graph."
+    LOOKS_FOR = "calls to the named step functions inside the named function, with the given positional arguments"
+    OPTIONS: dict[str, Any] = {"function": None, "calls": (), "args": ()}
+
+    def __init__(self, context, **options: Any) -> None:
+        super().__init__(context, **options)
+        o = self.options
+        if not isinstance(o["function"], str) or not o["function"].isidentifier():
+            raise CodemodOptionError("codemod 'contiguous-step-inputs': function must be an identifier")
+        o["calls"] = (o["calls"],) if isinstance(o["calls"], str) else tuple(o["calls"])
+        if not o["calls"] or not all(isinstance(c, str) and c.isidentifier() for c in o["calls"]):
+            raise CodemodOptionError("codemod 'contiguous-step-inputs': calls must be identifiers")
+        o["args"] = tuple(o["args"])
+        if not o["args"] or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in o["args"]):
+            raise CodemodOptionError("codemod 'contiguous-step-inputs': args must be non-negative positions")
+        self._funcs: list[str] = []
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._funcs.append(node.name.value)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef) -> cst.FunctionDef:
+        self._funcs.pop()
+        return updated_node
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
+        o = self.options
+        if not self._funcs or self._funcs[-1] != o["function"]:
+            return updated_node
+        names = m.OneOf(*(m.Name(c) for c in o["calls"]))
+        if not m.matches(original_node.func, m.OneOf(m.Attribute(attr=names), names)):
+            return updated_node
+        call_name = cst.Module([]).code_for_node(original_node.func)
+        positional = [i for i, a in enumerate(updated_node.args) if a.keyword is None and not a.star]
+        args = list(updated_node.args)
+        for pos in o["args"]:
+            if pos >= len(positional):
+                continue
+            idx = positional[pos]
+            value = args[idx].value
+            src = cst.Module([]).code_for_node(value)
+            if m.matches(value, _CONTIGUOUS):
+                self.record_already(original_node, f"{call_name} argument {pos} `{src}` already contiguous")
+                continue
+            if not isinstance(value, (cst.Name, cst.Attribute, cst.Subscript, cst.Call)):
+                # an expression needing parentheses: wrap it
+                value = value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+            wrapped = cst.Call(func=cst.Attribute(value=value, attr=cst.Name("contiguous")))
+            args[idx] = args[idx].with_changes(value=wrapped)
+            self.record(original_node, f"{call_name} argument {pos} `{src}` -> `{cst.Module([]).code_for_node(wrapped)}`")
+        return updated_node.with_changes(args=args)

@@ -1,0 +1,277 @@
+"""Kronos (github.com/shiyu-coder/Kronos): patch set and verify harness.
+
+Kronos has no releases; it is vendored from git at a pinned commit, ``model/``
+only.  Its decode loop (``auto_regressive_inference``) calls ``Kronos.decode_s1``
+and ``Kronos.decode_s2`` once per generated bar on a window that grows by one
+token per step until it reaches ``max_context``.  Compiled as they are:
+
+* the rotary cache writes ``seq_len_cached``/``cos_cached``/``sin_cached`` on
+  the module in forward, so each new window length recompiles decode_s1
+  (a guard on the int attribute) until ``recompile_limit`` (8) is hit and the
+  function silently runs eagerly; under CUDA graphs the cached tensors are
+  graph outputs read back after their memory was reused;
+* decode_s1's ``context`` output is handed to decode_s2 (the ``g(f(x))``
+  CUDA-graph-tree failure);
+* when the window saturates the loop passes the whole token buffer instead of
+  a view of it, changing stride relations and recompiling once more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from patchkit.patchset import GitSource, PatchSet, Step
+from patchkit.verify.harness import CompileFn, Harness, Series
+
+PIN = "67b630e67f6a18c9e9be918d9b4337c960db1e9a"
+
+#: Rotary table length.  Kronos-small/base run with max_context 512, Kronos-mini
+#: with 2048; the tokenizer also encodes the whole look-back.  Longer sequences
+#: still work: they take the uncached path (eager-correct, no module state).
+ROPE_MAX_POSITIONS = 2048
+
+PATCHSET = PatchSet(
+    model="kronos",
+    title="Kronos (shiyu-coder/Kronos): foundation model for candlestick (OHLCV) series",
+    source=GitSource(url="https://github.com/shiyu-coder/Kronos", include=(("model/", "model/"),)),
+    pin=PIN,
+    known_versions=(PIN,),
+    steps=(
+        Step(
+            codemod="rope-static-cache",
+            files=("model/module.py",),
+            options={
+                "class_name": "RotaryPositionalEmbedding",
+                "cache_method": "_update_cos_sin_cache",
+                "compute_method": "_compute_cos_sin",
+                "length_attr": "seq_len_cached",
+                "cache_attrs": ("cos_cached", "sin_cached"),
+                "table_attrs": ("cos_static", "sin_static"),
+                "reference_attr": "inv_freq",
+                "max_positions": ROPE_MAX_POSITIONS,
+                "seq_axis": -2,
+            },
+            why=(
+                "RotaryPositionalEmbedding._update_cos_sin_cache writes seq_len_cached/cos_cached/sin_cached "
+                "in forward: one decode_s1 recompile per window length up to recompile_limit, then silent "
+                "eager; under CUDA graphs the cached tensors are overwritten graph outputs."
+            ),
+        ),
+        Step(
+            codemod="cudagraph-step",
+            files=("model/kronos.py",),
+            options={
+                "function": "auto_regressive_inference",
+                "step_calls": ("decode_s1", "decode_s2"),
+                "clone": ("context",),
+            },
+            why=(
+                "auto_regressive_inference calls decode_s1 then decode_s2(context, ...) each step: one "
+                "CUDA-graph generation per step, and decode_s1's context is cloned before decode_s2 reads it."
+            ),
+        ),
+        Step(
+            codemod="contiguous-step-inputs",
+            files=("model/kronos.py",),
+            options={"function": "auto_regressive_inference", "calls": ("decode_s1",), "args": (0, 1)},
+            why=(
+                "decode_s1 gets pre_buffer[:, :window_len] views until the window saturates, then the whole "
+                "buffer: the stride relation changes and decode_s1 recompiles once more."
+            ),
+        ),
+    ),
+    harness="patchkit.patches.kronos:KronosHarness",
+    provides=("model",),
+    notes=(
+        "Forecasts are compared with top_k=1 (greedy: the sampler keeps one token, multinomial over a "
+        "one-hot distribution is deterministic) and a fixed seed.  Random tiny weights unless --weights "
+        "names a Hugging Face model (MODEL[,TOKENIZER], default tokenizer NeoQuasar/Kronos-Tokenizer-base)."
+    ),
+)
+
+#: Tiny configuration used with random weights (same keyword names as upstream).
+TOKENIZER_CONFIG: dict[str, Any] = dict(
+    d_in=6, d_model=32, n_heads=2, ff_dim=64, n_enc_layers=2, n_dec_layers=2, ffn_dropout_p=0,
+    attn_dropout_p=0, resid_dropout_p=0, s1_bits=4, s2_bits=4, beta=0.05, gamma0=1.0, gamma=1.1,
+    zeta=0.05, group_size=4,
+)
+MODEL_CONFIG: dict[str, Any] = dict(
+    s1_bits=4, s2_bits=4, n_layers=2, d_model=32, n_heads=2, ff_dim=64, ffn_dropout_p=0, attn_dropout_p=0,
+    resid_dropout_p=0, token_dropout_p=0, learn_te=True,
+)
+DEFAULT_TOKENIZER = "NeoQuasar/Kronos-Tokenizer-base"
+
+COLUMNS = ("open", "high", "low", "close", "volume", "amount")
+
+
+def ohlcv_from_close(close: np.ndarray, seed: int) -> np.ndarray:
+    """(n, 6) bars around a close path: open = previous close, wicks scaled to the step size.
+
+    NaNs in ``close`` stay NaN in the price columns; a constant path stays
+    constant (no wicks), so the zero-variance case is kept.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(close)
+    steps = np.diff(close)
+    scale = float(np.nanstd(steps)) if np.isfinite(steps).any() else 0.0
+    open_ = np.concatenate([close[:1], close[:-1]])
+    wicks = np.abs(rng.normal(0.0, 0.5, (2, n))) * scale
+    high = np.maximum(open_, close) + wicks[0]
+    low = np.minimum(open_, close) - wicks[1]
+    volume = rng.lognormal(8.0, 0.5, n)
+    amount = volume * (open_ + high + low + close) / 4.0
+    return np.stack([open_, high, low, close, volume, amount], axis=1)
+
+
+def synthetic_ohlcv_series(context_length: int, horizon: int, seed: int = 0) -> list[Series]:
+    """patchkit's synthetic stress set, each path turned into OHLCV bars."""
+    from patchkit.verify.datasets import synthetic_series
+
+    out = []
+    for i, s in enumerate(synthetic_series(context_length, horizon, seed)):
+        bars = ohlcv_from_close(np.concatenate([s.context, s.truth]), seed + i)
+        out.append(Series(f"ohlcv_{s.name}", bars[:context_length], bars[context_length:], "synthetic"))
+    return out
+
+
+def real_ohlcv_series(context_length: int, horizon: int) -> list[Series]:
+    """Daily S&P 500 and NASDAQ Composite bars (1999-2018) shipped in the ``arch`` wheel (no network)."""
+    from patchkit.verify.datasets import DataUnavailable
+
+    try:
+        from arch.data import nasdaq, sp500
+    except ImportError as err:
+        raise DataUnavailable("real OHLCV series need the arch package (pip install arch)") from err
+    n = context_length + horizon
+    found = []
+    for name, loader, origin in (
+        ("sp500_daily", sp500, "arch.data.sp500 (S&P 500 daily bars, Yahoo Finance)"),
+        ("nasdaq_daily", nasdaq, "arch.data.nasdaq (NASDAQ Composite daily bars, Yahoo Finance)"),
+    ):
+        frame = loader.load()
+        ohlc = frame[["Open", "High", "Low", "Close"]].to_numpy(dtype=np.float64)
+        volume = frame["Volume"].to_numpy(dtype=np.float64)
+        bars = np.column_stack([ohlc, volume, volume * ohlc.mean(axis=1)])[-n:]
+        found.append(Series(name, bars[:-horizon], bars[-horizon:], origin))
+    return found
+
+
+class KronosHarness(Harness):
+    """Tiny seeded Kronos (or Hugging Face weights) driven through ``auto_regressive_inference``.
+
+    Compilation is hooked in without touching upstream's API: ``decode_s1`` and
+    ``decode_s2`` are replaced on the model *instance* by ``compile_fn`` of the
+    bound methods, which is what ``auto_regressive_inference`` then calls.
+    """
+
+    model = "kronos"
+    context_length = 256
+    horizon = 32
+    #: forecast window; shorter than context_length so the saturated (rolling) path runs
+    max_context = 128
+    #: workload geometry: >= 16 decode steps over two context lengths, the second saturating max_context
+    workload_contexts = (24, 56)
+    workload_max_context = 64
+    workload_steps = 16
+    workload_samples = 2
+
+    # -- building ------------------------------------------------------------
+    def _build(self, compile_fn: CompileFn):
+        import torch
+        from model.kronos import Kronos, KronosTokenizer  # the vendored tree under test
+
+        torch.manual_seed(self.seed)
+        if self.weights:
+            model_id, _, tok_id = self.weights.partition(",")
+            tokenizer = KronosTokenizer.from_pretrained(tok_id or DEFAULT_TOKENIZER)
+            model = Kronos.from_pretrained(model_id)
+        else:
+            tokenizer = KronosTokenizer(**TOKENIZER_CONFIG)
+            model = Kronos(**MODEL_CONFIG)
+        tokenizer = tokenizer.to(self.device).eval()
+        model = model.to(self.device).eval()
+        model.decode_s1 = compile_fn(model.decode_s1)
+        model.decode_s2 = compile_fn(model.decode_s2)
+        return tokenizer, model
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "weights": self.weights or f"random, torch.manual_seed({self.seed})",
+            "tokenizer_config": None if self.weights else TOKENIZER_CONFIG,
+            "model_config": None if self.weights else MODEL_CONFIG,
+            "compiled": "Kronos.decode_s1 and Kronos.decode_s2 (replaced on the instance)",
+            "workload": (
+                f"auto_regressive_inference, contexts {list(self.workload_contexts)}, "
+                f"{self.workload_steps} decode steps each, max_context {self.workload_max_context}, "
+                f"sample_count {self.workload_samples}, top_k=1"
+            ),
+            "forecast": (
+                f"KronosPredictor(max_context={self.max_context}).predict_batch (predict per series when "
+                f"absent), top_k=1, T=1.0, sample_count=1, seed {self.seed}; NaN bars forward/back-filled"
+            ),
+        }
+
+    # -- verify entry points ---------------------------------------------------
+    def workload(self, compile_fn: CompileFn) -> None:
+        import torch
+        from model.kronos import auto_regressive_inference
+
+        tokenizer, model = self._build(compile_fn)
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        steps = self.workload_steps
+        for length in self.workload_contexts:
+            x = torch.randn(1, length, 6, generator=gen).to(self.device)
+            minutes = torch.arange(length + steps)
+            stamp = torch.stack(
+                [minutes % 60, (minutes // 60) % 24, (minutes // 1440) % 7, 1 + (minutes // 1440) % 28,
+                 torch.full_like(minutes, 6)],
+                dim=-1,
+            ).float()[None].to(self.device)
+            torch.manual_seed(self.seed)
+            auto_regressive_inference(
+                tokenizer, model, x, stamp[:, :length], stamp[:, length:], self.workload_max_context, steps,
+                top_k=1, sample_count=self.workload_samples,
+            )
+
+    def forecast(self, series: list[Series], compile_fn: CompileFn) -> list[np.ndarray]:
+        import pandas as pd
+        import torch
+        from model.kronos import KronosPredictor
+
+        tokenizer, model = self._build(compile_fn)
+        predictor = KronosPredictor(model, tokenizer, device=self.device, max_context=self.max_context)
+        frames, x_times, y_times = [], [], []
+        for s in series:
+            ctx = np.asarray(s.context, dtype=np.float64).reshape(len(s.context), -1)
+            if ctx.shape[1] != len(COLUMNS):
+                raise ValueError(f"series {s.name}: Kronos needs {len(COLUMNS)} OHLCV columns, got {ctx.shape[1]}")
+            # KronosPredictor rejects NaN bars; carry the last bar forward (first one back) instead.
+            frame = pd.DataFrame(ctx, columns=list(COLUMNS)).ffill().bfill().fillna(0.0)
+            stamps = pd.date_range("2024-01-02 09:30", periods=len(ctx) + len(s.truth), freq="5min")
+            frames.append(frame)
+            x_times.append(pd.Series(stamps[: len(ctx)]))
+            y_times.append(pd.Series(stamps[len(ctx) :]))
+        kwargs = dict(T=1.0, top_k=1, top_p=1.0, sample_count=1, verbose=False)
+        out: list[np.ndarray] = [np.empty(0)] * len(series)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, s in enumerate(series):
+            groups.setdefault((len(s.context), len(s.truth)), []).append(i)
+        for (_, horizon), idx in groups.items():
+            torch.manual_seed(self.seed)
+            if hasattr(predictor, "predict_batch"):
+                preds = predictor.predict_batch(
+                    [frames[i] for i in idx], [x_times[i] for i in idx], [y_times[i] for i in idx], horizon, **kwargs
+                )
+            else:
+                preds = [predictor.predict(frames[i], x_times[i], y_times[i], horizon, **kwargs) for i in idx]
+            for i, pred in zip(idx, preds):
+                values = pred[list(COLUMNS)].to_numpy(dtype=np.float64)
+                out[i] = values.reshape(np.shape(series[i].truth))
+        return out
+
+    def series(self) -> list[Series]:
+        return synthetic_ohlcv_series(self.context_length, self.horizon, self.seed) + real_ohlcv_series(
+            self.context_length, self.horizon
+        )

@@ -1,0 +1,179 @@
+"""The Kronos patch set applied to the Kronos-shaped fixture repository, and its harness.
+
+Each model run happens in a subprocess whose ``sys.path`` starts with one tree
+(pristine or patched), the way verify runs harnesses: both trees provide the
+same top-level package ``model``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from libcst.codemod import CodemodContext
+
+from patchkit.codemods import REGISTRY, run_codemod
+from patchkit.gitsource import export_tree
+from patchkit.patches.kronos import PATCHSET, KronosHarness, ohlcv_from_close, synthetic_ohlcv_series
+
+from kronos_repo import make_kronos_repo
+
+HAS_CUDA = False
+try:
+    import torch
+
+    HAS_CUDA = torch.cuda.is_available()
+except ImportError:  # pragma: no cover
+    pass
+
+
+def _apply(tree: Path) -> list[str]:
+    """Run every step of the patch set over ``tree`` in place; the sites, as text."""
+    report = []
+    for step in PATCHSET.steps:
+        for rel in step.files:
+            path = tree / rel
+            source = path.read_bytes().decode()
+            result = run_codemod(REGISTRY[step.codemod], source, filename=rel, options=step.options)
+            assert result.matches or result.already or step.expect == "optional", f"{step.codemod} drifted on {rel}"
+            path.write_bytes(result.code.encode())
+            report += [f"{step.codemod} {rel} {site}" for site in result.matches]
+    return report
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kronos-trees")
+    repo = make_kronos_repo(root / "repo")
+    out = {}
+    for i, sha in enumerate(repo.commits):
+        pristine = root / f"c{i}" / "upstream"
+        export_tree(str(repo.path), sha, PATCHSET.source.include, PATCHSET.source.exclude, pristine)
+        patched = root / f"c{i}" / "patched"
+        shutil.copytree(pristine, patched)
+        out[i] = (pristine, patched, _apply(patched))
+    return out
+
+
+def _run(tree: Path, body: str, timeout: int = 600) -> dict:
+    script = "import sys, json\nsys.path.insert(0, %r)\n" % str(tree) + textwrap.dedent(body)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_patchset_schema() -> None:
+    assert PATCHSET.model == "kronos" and PATCHSET.provides == ("model",)
+    assert PATCHSET.pin in PATCHSET.known_versions and len(PATCHSET.pin) == 40
+    assert PATCHSET.source.include == (("model/", "model/"),)
+    assert [s.codemod for s in PATCHSET.steps] == ["rope-static-cache", "cudagraph-step", "contiguous-step-inputs"]
+    for step in PATCHSET.steps:
+        assert step.why and step.codemod in REGISTRY
+        REGISTRY[step.codemod](CodemodContext(), **step.options)  # options are valid
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_applies_to_both_commits_and_is_idempotent(trees, which: int) -> None:
+    pristine, patched, report = trees[which]
+    assert len(report) == 5, report  # 1 rope site, mark-step + clone, 2 contiguous arguments
+    module = (patched / "model/module.py").read_bytes()
+    assert module.count(b"\r\n") == module.count(b"\n")
+    assert b"seq_len_cached" not in module
+    assert b"torch.compiler.cudagraph_mark_step_begin()" in (patched / "model/kronos.py").read_bytes()
+    before = {p: p.read_bytes() for p in patched.rglob("*.py")}
+    assert _apply(patched) == []
+    assert before == {p: p.read_bytes() for p in patched.rglob("*.py")}
+
+
+def test_ohlcv_series_shapes() -> None:
+    series = synthetic_ohlcv_series(40, 8)
+    assert all(s.context.shape == (40, 6) and s.truth.shape == (8, 6) for s in series)
+    bars = ohlcv_from_close(np.linspace(10, 20, 50), 0)
+    assert (bars[:, 1] >= bars[:, [0, 3]].max(1)).all() and (bars[:, 2] <= bars[:, [0, 3]].min(1)).all()
+    assert np.all(ohlcv_from_close(np.full(10, 7.0), 0)[:, :4] == 7.0)
+
+
+_EAGER = """
+import numpy as np
+from patchkit.patches.kronos import KronosHarness, synthetic_ohlcv_series
+from patchkit.verify.harness import eager
+h = KronosHarness(sys.path[0])
+h.workload(eager)
+series = synthetic_ohlcv_series(48, 8)
+preds = h.forecast(series, eager)
+print(json.dumps({"shapes": [list(p.shape) for p in preds], "preds": [p.tolist() for p in preds],
+                  "describe": h.describe()}))
+"""
+
+
+def test_eager_forecasts_unchanged(trees) -> None:
+    pristine, patched, _ = trees[1]
+    a = _run(pristine, _EAGER)
+    b = _run(patched, _EAGER)
+    assert a["shapes"] == [[8, 6]] * len(a["shapes"])
+    np.testing.assert_array_equal(np.array(a["preds"]), np.array(b["preds"]))
+    assert "decode_s1" in a["describe"]["compiled"]
+
+
+_COMPILED = """
+import logging
+import torch, torch._dynamo.utils as du
+from patchkit.patches.kronos import KronosHarness
+msgs = []
+class H(logging.Handler):
+    def emit(self, record):
+        msgs.append(record.getMessage())
+logging.getLogger("torch._dynamo").addHandler(H())
+torch._logging.set_logs(recompiles=True)
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+h = KronosHarness(sys.path[0])
+torch._dynamo.reset(); du.counters.clear()
+h.workload(lambda f: torch.compile(f, backend=BACKEND))
+from model.kronos import Kronos
+print(json.dumps({
+    "breaks": sum(du.counters["graph_break"].values()),
+    "limit": any("recompile_limit" in m for m in msgs),
+    "recompiles": sum("Recompiling function" in m for m in msgs),
+    "entries": {n: len(_debug_get_cache_entry_list(getattr(Kronos, n).__code__)) for n in ("decode_s1", "decode_s2")},
+}))
+"""
+
+
+@pytest.mark.slow
+def test_compiled_workload_upstream_vs_patched(trees) -> None:
+    """Dynamo only (backend="eager"): the guards and recompiles are Dynamo's, inductor adds minutes."""
+    pristine, patched, _ = trees[1]
+    body = _COMPILED.replace("BACKEND", repr("eager"))
+    up = _run(pristine, body)
+    pt = _run(patched, body)
+    assert up["limit"], up  # the hazard: one recompile per window length until the limit
+    assert pt == {"breaks": 0, "limit": False, "recompiles": 2, "entries": {"decode_s1": 2, "decode_s2": 2}}, pt
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA (reduce-overhead / CUDA graphs)")
+def test_reduce_overhead_on_cuda(trees) -> None:
+    _, patched, _ = trees[1]
+    body = """
+    import numpy as np, torch
+    from patchkit.patches.kronos import KronosHarness, synthetic_ohlcv_series
+    from patchkit.verify.harness import eager
+    h = KronosHarness(sys.path[0], device="cuda")
+    ro = lambda f: torch.compile(f, mode="reduce-overhead")
+    h.workload(ro)
+    h.workload(ro)
+    series = synthetic_ohlcv_series(48, 8)
+    a = h.forecast(series, eager)
+    b = h.forecast(series, ro)
+    rel = [float(np.nanmax(np.abs(x - y)) / (np.nanmax(np.abs(x)) + 1e-12)) for x, y in zip(a, b)]
+    print(json.dumps({"max_rel_diff": max(rel)}))
+    """
+    out = _run(patched, body)
+    assert out["max_rel_diff"] < 1e-3, out
