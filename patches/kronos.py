@@ -84,6 +84,8 @@ PATCHSET = PatchSet(
     ),
     harness="patchkit.patches.kronos:KronosHarness",
     provides=("model",),
+    # decode_s1 and decode_s2 each compile a static graph, then one dynamic-length graph
+    warmup_recompiles=2,
     notes=(
         "Forecasts are compared with top_k=1 (greedy: the sampler keeps one token, multinomial over a "
         "one-hot distribution is deterministic) and a fixed seed.  Random tiny weights unless --weights "

@@ -23,7 +23,7 @@ def list_models() -> list[PatchSet]:
 
 def vendor(model: str, version: str | None = None, *, root: str | Path | None = None,
            archive: str | Path | None = None) -> VendorResult:
-    return _vendor(workspace(root), patches.get(model), version, Path(archive) if archive else None)
+    return _vendor(workspace(root), patches.get(model), version, archive)
 
 
 def apply(model: str, *, root: str | Path | None = None, check: bool = False, diff: bool = False,

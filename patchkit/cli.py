@@ -99,8 +99,9 @@ def vendor(opts: Options, model: str, version: str | None, archive: Path | None,
     """
     r = api.vendor(model, ref or version, root=opts.root, archive=from_ or archive)
     verb = "already vendored" if r.unchanged else "vendored"
-    click.echo(f"{verb} {r.model} {r.version}: {r.files} files from {r.source} "
-               f"(sha256 {r.archive_sha256[:12]}...) -> {_rel(r.pristine, opts.root)}; lock {_rel(r.lock, opts.root)}")
+    digest = f" (sha256 {r.archive_sha256[:12]}...)" if r.archive_sha256 else ""
+    click.echo(f"{verb} {r.model} {r.version}: {r.files} files from {r.source}{digest} "
+               f"-> {_rel(r.pristine, opts.root)}; lock {_rel(r.lock, opts.root)}")
 
 
 @cli.command()
@@ -216,7 +217,7 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
     run_tests = upstream_tests if upstream_tests is not None else not matrix
     reports = []
     for v in versions:
-        r = upgrade.upgrade_check(ps, v, pinned=pinned, archive=Path(from_) if from_ else None, verify=do_verify,
+        r = upgrade.upgrade_check(ps, v, pinned=pinned, archive=from_, verify=do_verify,
                                   upstream_tests=run_tests, backend=backend or ("eager" if matrix else "inductor"),
                                   progress=lambda msg: click.echo(f"... {msg}", err=True))
         reports.append(r)
@@ -328,10 +329,12 @@ def render_verify(report, shown_logs: tuple[str, ...], verbose: bool, raw: dict[
              f"workload: {report.patched.describe.get('workload', '')}",
              f"weights: {report.patched.describe.get('weights', '')}",
              "",
-             f"{'variant':10s} {'breaks':>7s} {'recompiles':>10s} {'graphs':>7s} {'fullgraph':>9s}  limit-hit"]
+             f"{'variant':10s} {'breaks':>7s} {'recompiles':>10s} {'graphs':>7s} {'fullgraph':>9s} "
+             f"{'steady state':>12s}  limit-hit"]
     for v in (report.upstream, report.patched):
         lines.append(f"{v.label:10s} {v.graph_breaks:7d} {v.recompiles:10d} {v.graphs:7d} "
-                     f"{'ok' if v.fullgraph_ok else 'FAIL':>9s}  {'YES' if v.recompile_limit_hit else 'no'}")
+                     f"{'ok' if v.fullgraph_ok else 'FAIL':>9s} {'ok' if v.steady_state_ok else 'recompiles':>12s}  "
+                     f"{'YES' if v.recompile_limit_hit else 'no'}")
     for v in (report.upstream, report.patched):
         if "graph_breaks" in shown_logs and v.break_sites:
             lines.append(f"\n{v.label} graph breaks (TORCH_LOGS=graph_breaks):")

@@ -43,6 +43,10 @@ class NotARepository(GitSourceError):
     """A local path that is not a git repository."""
 
 
+class UnsafeEntry(GitSourceError):
+    """The commit holds an entry patchkit will not write (a symlink)."""
+
+
 class NothingIncluded(GitSourceError):
     """An include prefix matched no file at the requested commit."""
 
@@ -192,10 +196,8 @@ def export_tree(
                 data = blob.data_stream.read()
                 target = dest / out_rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                if blob.mode == 0o120000:  # symlink: keep it a link
-                    if target.is_symlink() or target.exists():
-                        target.unlink()
-                    os.symlink(data.decode(), target)
+                if blob.mode == 0o120000:  # a link could point outside the vendored tree
+                    raise UnsafeEntry(f"{blob.path} at {commit.hexsha[:12]} is a symlink; refusing to vendor links")
                 else:
                     target.write_bytes(data)
                     if blob.mode & 0o111:

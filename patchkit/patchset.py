@@ -84,4 +84,7 @@ class PatchSet:
     upstream_tests: UpstreamTests | None = None
     #: Tolerances used by verify.
     mae_tolerance: float = 1e-3
+    #: Recompiles the patched workload may need while warming up (e.g. prefill graph ->
+    #: decode graph); verify then reruns the workload with recompiles forbidden.
+    warmup_recompiles: int = 0
     notes: str = ""

@@ -19,7 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import CorruptArchive, LockMismatch, MissingTool, NoNetwork, PatchkitError, UnknownVersion
+from .errors import (BadInput, CorruptArchive, LockMismatch, MissingTool, NoNetwork, PatchkitError, UnknownVersion,
+                     UpstreamDrift)
 from .patchset import GitSource, PatchSet, PipSource
 from .workspace import LOCK_FORMAT, Workspace, sha256_bytes, sha256_file, write_tree
 
@@ -51,11 +52,11 @@ class Fetched:
     origin: dict[str, str]  # recorded in the lock under "source"
 
 
-def fetch(ps: PatchSet, version: str, workdir: Path, archive: Path | None = None) -> Fetched:
-    """Download (or read ``archive``) and return the included files, nothing written but ``workdir``."""
+def fetch(ps: PatchSet, version: str, workdir: Path, archive: str | Path | None = None) -> Fetched:
+    """Download (or read ``archive``: a local sdist/wheel, or for git a repository URL or path)
+    and return the included files; nothing is written outside ``workdir``."""
     if isinstance(ps.source, PipSource):
-        if archive is None:
-            archive = pip_download(ps.source, version, workdir)
+        archive = pip_download(ps.source, version, workdir) if archive is None else Path(archive)
         files = read_archive(archive, ps.source)
         origin = {
             "kind": "pip",
@@ -66,15 +67,11 @@ def fetch(ps: PatchSet, version: str, workdir: Path, archive: Path | None = None
         }
         return Fetched(version, files, origin)
     if isinstance(ps.source, GitSource):
-        from .gitsource import read_commit  # gitpython is imported only for git sources
-
-        commit, files, url = read_commit(str(archive) if archive else ps.source.url, version, ps.source.include,
-                                         ps.source.exclude, workdir)
-        return Fetched(commit, files, {"kind": "git", "url": url, "commit": commit})
+        return _fetch_git(ps.source, version, workdir, str(archive) if archive else ps.source.url)
     raise PatchkitError(f"unsupported source {ps.source!r}")  # pragma: no cover
 
 
-def vendor(ws: Workspace, ps: PatchSet, version: str | None = None, archive: Path | None = None) -> VendorResult:
+def vendor(ws: Workspace, ps: PatchSet, version: str | None = None, archive: str | Path | None = None) -> VendorResult:
     """Vendor ``ps`` at ``version`` (default: its pin) into ``vendor/.pristine/<model>`` and lock it.
 
     Atomic: the pristine tree and lock are replaced only after the whole
@@ -117,7 +114,7 @@ def vendor(ws: Workspace, ps: PatchSet, version: str | None = None, archive: Pat
         model=ps.model,
         version=fetched.version,
         source=_describe_origin(fetched.origin),
-        archive_sha256=fetched.origin.get("sha256", fetched.origin.get("commit", "")),
+        archive_sha256=fetched.origin.get("sha256", ""),
         files=len(fetched.files),
         pristine=ws.pristine(ps.model),
         lock=ws.lock_path(ps.model),
@@ -129,6 +126,26 @@ def _describe_origin(origin: dict[str, str]) -> str:
     if origin["kind"] == "pip":
         return f"{origin['package']} {origin['dist']} {origin['archive']}"
     return f"git {origin['url']} @ {origin['commit'][:12]}"
+
+
+# -- git ----------------------------------------------------------------------
+def _fetch_git(src: GitSource, ref: str, workdir: Path, url: str) -> Fetched:
+    from . import gitsource  # gitpython is imported only for git sources
+
+    tree = workdir / "git-export"
+    try:
+        exported = gitsource.export_tree(url, ref, src.include, src.exclude, tree)
+    except gitsource.RefNotFound as err:
+        raise UnknownVersion(str(err)) from err
+    except gitsource.RepoUnreachable as err:
+        raise NoNetwork(str(err)) from err
+    except gitsource.NothingIncluded as err:
+        raise UpstreamDrift(f"upstream layout changed: {err}") from err
+    except gitsource.GitSourceError as err:  # NotARepository, UnsafeEntry
+        raise BadInput(str(err)) from err
+    files = {rel: (tree / rel).read_bytes() for rel in exported["files"]}
+    # the lock names the canonical upstream: a commit sha identifies the content wherever it was read from
+    return Fetched(exported["commit"], files, {"kind": "git", "url": src.url, "commit": exported["commit"]})
 
 
 # -- pip ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from patchkit.gitsource import (
     export_tree,
 )
 
-from kronos_repo import make_kronos_repo
+from .kronos_repo import make_kronos_repo
 
 INCLUDE = (("model/", "model/"),)
 

@@ -22,7 +22,7 @@ from patchkit.codemods import REGISTRY, run_codemod
 from patchkit.gitsource import export_tree
 from patchkit.patches.kronos import PATCHSET, KronosHarness, ohlcv_from_close, synthetic_ohlcv_series
 
-from kronos_repo import make_kronos_repo
+from .kronos_repo import make_kronos_repo
 
 HAS_CUDA = False
 try:

@@ -111,7 +111,7 @@ def parse(text: str, tree: Path | None = None) -> LogSummary:
             last_recompile, last_break = key3, None
             kept.append(line)
         elif last_recompile is not None and (m := _GUARD.match(line)):
-            guards.setdefault(last_recompile, m["guard"])
+            guards.setdefault(last_recompile, re.split(r"\s{2,}#", m["guard"])[0].strip())
             last_recompile = None
         if _LIMIT.search(line) and ("hit config" in line or "exceeded" in line.lower() or "limit reached" in line.lower()):
             limit = True

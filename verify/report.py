@@ -40,9 +40,12 @@ class VariantReport:
     fullgraph_ok: bool
     fullgraph_error: str
     recompile_limit_hit: bool
+    steady_state_ok: bool
+    steady_state_error: str
     break_sites: list[dict]
     recompile_sites: list[dict]
     describe: dict
+    counter_reasons: dict = field(default_factory=dict)
     log_excerpt: list[str] = field(default_factory=list)
 
 
@@ -123,10 +126,13 @@ def summarize_variant(label: str, tree: Path, data: dict, log: str) -> VariantRe
         graphs=data["counters"]["graphs"],
         fullgraph_ok=data["fullgraph_ok"],
         fullgraph_error=data["fullgraph_error"],
-        recompile_limit_hit=parsed.recompile_limit_hit,
+        recompile_limit_hit=parsed.recompile_limit_hit or "recompile_limit" in _phase_text(log, "forecast"),
+        steady_state_ok=data["steady_ok"],
+        steady_state_error=data["steady_error"],
         break_sites=[s.to_json() for s in parsed.break_sites],
         recompile_sites=[s.to_json() for s in parsed.recompile_sites],
         describe=data["describe"],
+        counter_reasons=data["counters"].get("reasons", {}),
         log_excerpt=list(parsed.lines[:40]),
     )
 
@@ -207,8 +213,11 @@ def verify_trees(
         failures.append(f"patched tree still has {p.graph_breaks} graph break(s)")
     if not p.fullgraph_ok:
         failures.append(f"patched tree does not compile with fullgraph=True: {p.fullgraph_error}")
-    if p.recompiles:
-        failures.append(f"patched tree recompiled {p.recompiles} time(s)")
+    if p.recompiles > ps.warmup_recompiles:
+        failures.append(f"patched tree recompiled {p.recompiles} time(s) while warming up "
+                        f"(the {ps.model} patch set allows {ps.warmup_recompiles})")
+    if not p.steady_state_ok:
+        failures.append(f"patched tree recompiled after warm-up: {p.steady_state_error}")
     if p.recompile_limit_hit:
         failures.append("patched tree hit the recompile limit (Dynamo silently fell back to eager)")
     report = VerifyReport(

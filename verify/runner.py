@@ -28,13 +28,31 @@ def load_harness(spec: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def dynamo_counts() -> dict[str, int]:
+_NOT_A_BREAK = ("recompile_limit", "cache_size_limit", "fail_on_recompile")
+
+
+def dynamo_counts() -> dict:
+    """Graph breaks and graphs from Dynamo's counters.
+
+    torch 2.13 files breaks under ``counters["unimplemented"]`` (older releases
+    under ``counters["graph_break"]``); hitting the recompile limit is filed
+    there too, but is not a break (verify reports it separately).
+    """
     from torch._dynamo.utils import counters
 
+    reasons = {}
+    breaks = 0
+    for bucket in ("graph_break", "unimplemented"):
+        for key, n in counters[bucket].items():
+            first = str(key).strip().splitlines()[0][:200] if str(key).strip() else bucket
+            reasons[first] = reasons.get(first, 0) + int(n)
+            if not any(tag in str(key) for tag in _NOT_A_BREAK):
+                breaks += int(n)
     return {
-        "graph_breaks": int(sum(counters["graph_break"].values()) + sum(counters["unimplemented"].values())),
+        "graph_breaks": breaks,
         "graphs": int(counters["stats"]["unique_graphs"]),
         "frames_ok": int(counters["frames"]["ok"]),
+        "reasons": reasons,
     }
 
 
@@ -85,6 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     out["analysis_backend"] = args.backend
     out["workload_s"] = time.perf_counter() - t0
     out["counters"] = dynamo_counts()
+
+    _phase("steady")  # same compiled code, new data: any recompile now is an error
+    try:
+        with torch.compiler.set_stance("fail_on_recompile"):
+            harness.workload(functools.partial(torch.compile, backend=args.backend))
+        out["steady_ok"], out["steady_error"] = True, ""
+    except Exception as err:  # noqa: BLE001
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        out["steady_ok"], out["steady_error"] = False, f"{type(err).__name__}: {first}"[:500]
 
     _phase("fullgraph")
     reset()
