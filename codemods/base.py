@@ -61,6 +61,8 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
         self.matches: list[Site] = []
         self.already: list[Site] = []
         self._top_imports: set[str] = set()
+        #: names of the enclosing function definitions, innermost last
+        self.function_stack: list[str] = []
 
     def require_import(self, module: str) -> None:
         """Make sure ``import <module>`` exists, without a second pass when it already does."""
@@ -79,6 +81,18 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
             for alias in small.names
             if alias.asname is None
         }
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.function_stack.append(node.name.value)
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef) -> cst.FunctionDef:
+        self.function_stack.pop()
+        return updated_node
+
+    @property
+    def current_function(self) -> str | None:
+        """The innermost enclosing function's name, None at module or class level."""
+        return self.function_stack[-1] if self.function_stack else None
 
     # -- bookkeeping -------------------------------------------------------
     def _line(self, node: cst.CSTNode) -> int:

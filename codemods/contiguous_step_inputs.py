@@ -45,18 +45,10 @@ class ContiguousStepInputs(PatchkitCodemod):
         o["args"] = tuple(o["args"])
         if not o["args"] or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in o["args"]):
             raise CodemodOptionError("codemod 'contiguous-step-inputs': args must be non-negative positions")
-        self._funcs: list[str] = []
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self._funcs.append(node.name.value)
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef) -> cst.FunctionDef:
-        self._funcs.pop()
-        return updated_node
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
         o = self.options
-        if not self._funcs or self._funcs[-1] != o["function"]:
+        if self.current_function != o["function"]:
             return updated_node
         names = m.OneOf(*(m.Name(c) for c in o["calls"]))
         if not m.matches(original_node.func, m.OneOf(m.Attribute(attr=names), names)):

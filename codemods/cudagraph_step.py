@@ -98,17 +98,9 @@ class CudagraphStep(PatchkitCodemod):
                 raise CodemodOptionError(f"codemod 'cudagraph-step': {key} must be identifiers")
         if not o["step_calls"]:
             raise CodemodOptionError("codemod 'cudagraph-step': step_calls must name at least one call")
-        self._funcs: list[str] = []
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self._funcs.append(node.name.value)
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef) -> cst.FunctionDef:
-        self._funcs.pop()
-        return updated_node
 
     def _in_scope(self) -> bool:
-        return bool(self._funcs) and self._funcs[-1] == self.options["function"]
+        return self.current_function == self.options["function"]
 
     def _is_step_loop(self, loop: cst.For | cst.While) -> bool:
         steps = self.options["step_calls"]

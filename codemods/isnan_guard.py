@@ -116,18 +116,10 @@ class IsnanGuard(PatchkitCodemod):
             raise CodemodOptionError(
                 f"codemod 'isnan-guard': mode must be 'gate' or 'assert_async', not {self.options['mode']!r}"
             )
-        self._funcs: list[str] = []
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self._funcs.append(node.name.value)
-
-    def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef) -> cst.FunctionDef:
-        self._funcs.pop()
-        return updated_node
 
     def _in_scope(self) -> bool:
         wanted = self.options["functions"]
-        return wanted is None or (bool(self._funcs) and self._funcs[-1] in wanted)
+        return wanted is None or self.current_function in wanted
 
     def leave_Expr(self, original_node: cst.Expr, updated_node: cst.Expr) -> cst.Expr:
         call = original_node.value

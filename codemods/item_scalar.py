@@ -64,7 +64,6 @@ class ItemScalar(PatchkitCodemod):
         if not self.options["tables"]:
             raise CodemodOptionError("codemod 'item-scalar' needs option 'tables' (attribute names)")
         self._classes: list[str] = []
-        self._funcs: list[str] = []
         self._static: set[str] = set()
         self._read: set[str] = set()
 
@@ -128,9 +127,6 @@ class ItemScalar(PatchkitCodemod):
                 return True
         return False
 
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self._funcs.append(node.name.value)
-
     def warn(self, message: str) -> None:
         self.context.warnings.append(message)
 
@@ -138,8 +134,8 @@ class ItemScalar(PatchkitCodemod):
     def leave_FunctionDef(
         self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef
     ) -> cst.FunctionDef:
-        self._funcs.pop()
-        if not self._in_class() or self._funcs or original_node.name.value not in self.options["constructors"]:
+        self.function_stack.pop()
+        if not self._in_class() or self.function_stack or original_node.name.value not in self.options["constructors"]:
             return updated_node
         body = list(updated_node.body.body)
         added = False
@@ -195,7 +191,7 @@ class ItemScalar(PatchkitCodemod):
         )
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
-        if not self._in_class() or not self._funcs or self._funcs[-1] in self.options["constructors"]:
+        if not self._in_class() or not self.function_stack or self.function_stack[-1] in self.options["constructors"]:
             return updated_node
         item_call = m.Call(func=m.Attribute(attr=m.Name("item")), args=[])
         if m.matches(original_node, m.Call(func=m.Name("int"), args=[m.Arg(keyword=None)])):
@@ -216,7 +212,7 @@ class ItemScalar(PatchkitCodemod):
         return updated_node
 
     def leave_Subscript(self, original_node: cst.Subscript, updated_node: cst.Subscript) -> cst.Subscript:
-        if self._in_class() and self._funcs:
+        if self._in_class() and self.function_stack:
             for table in self.options["tables"]:
                 if _single_index(original_node, self._host(table)) is not None:
                     self.record_already(original_node, f"reads host list self.{self._host(table)}")

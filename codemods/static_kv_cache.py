@@ -227,12 +227,14 @@ def {self.options["empty_method"]}(self) -> bool:
 
     # -- methods --------------------------------------------------------------
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        super().visit_FunctionDef(node)
         if self._in_target:
             if self._depth == 0:
                 self._method = node.name.value
             self._depth += 1
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef) -> cst.FunctionDef:
+        updated_node = super().leave_FunctionDef(original_node, updated_node)
         if not self._in_target:
             return updated_node
         self._depth -= 1
