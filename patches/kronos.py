@@ -169,9 +169,11 @@ class KronosHarness(Harness):
     """
 
     model = "kronos"
-    context_length = 256
+    #: forecast geometry: the window grows 112 -> 128 over the first 16 decode steps (one new
+    #: length per step: the regime that recompiles upstream, as Kronos-small's 512 window does
+    #: for shorter look-backs), then rolls at max_context for the last 16 (the saturated path)
+    context_length = 112
     horizon = 32
-    #: forecast window; shorter than context_length so the saturated (rolling) path runs
     max_context = 128
     #: workload geometry: >= 16 decode steps over two context lengths, the second saturating max_context
     workload_contexts = (24, 56)

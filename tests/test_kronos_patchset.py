@@ -168,12 +168,13 @@ def test_reduce_overhead_on_cuda(trees) -> None:
     h = KronosHarness(sys.path[0], device="cuda")
     ro = lambda f: torch.compile(f, mode="reduce-overhead")
     h.workload(ro)
-    h.workload(ro)
     series = synthetic_ohlcv_series(48, 8)
     a = h.forecast(series, eager)
-    b = h.forecast(series, ro)
-    rel = [float(np.nanmax(np.abs(x - y)) / (np.nanmax(np.abs(x)) + 1e-12)) for x, y in zip(a, b)]
-    print(json.dumps({"max_rel_diff": max(rel)}))
+    diffs = []
+    for _ in range(5):  # five consecutive compiled predictions: each must run and match eager
+        b = h.forecast(series, ro)
+        diffs.append(max(float(np.nanmax(np.abs(x - y)) / (np.nanmax(np.abs(x)) + 1e-12)) for x, y in zip(a, b)))
+    print(json.dumps({"max_rel_diff": diffs}))
     """
     out = _run(patched, body)
-    assert out["max_rel_diff"] < 1e-3, out
+    assert len(out["max_rel_diff"]) == 5 and max(out["max_rel_diff"]) < 1e-3, out

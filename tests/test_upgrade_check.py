@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from patchkit import errors, patches, upgrade
-from patchkit.patchset import PatchSet, PipSource, Step
+from patchkit.patchset import PatchSet, PipSource, Step, UpstreamTests
 
 from .conftest import run_cli, snapshot
 
@@ -122,7 +122,12 @@ def test_real_toto_history_dry_run():
 
 
 @pytest.mark.slow
-def test_real_chronos_upgrade_with_verify_and_upstream_tests(tmp_path: Path, capsys):
+def test_real_chronos_upgrade_with_verify_and_upstream_tests(tmp_path: Path, capsys, monkeypatch):
+    """The whole check on a real release; upstream's suite narrowed to one file (the full
+    suite on the pinned release runs in test_chronos2.py)."""
+    real = patches.get("chronos2")
+    narrowed = PatchSet(**{**real.__dict__, "upstream_tests": UpstreamTests(paths=("test/test_utils.py",))})
+    monkeypatch.setattr(patches, "get", lambda model: narrowed)
     code, out, err = run_cli(capsys, "--root", str(tmp_path), "upgrade-check", "chronos2", "--to", "2.3.0",
                              "--json", str(tmp_path / "r.json"))
     data = json.loads((tmp_path / "r.json").read_text())
@@ -131,4 +136,4 @@ def test_real_chronos_upgrade_with_verify_and_upstream_tests(tmp_path: Path, cap
     assert data["verify"]["upstream"]["graph_breaks"] >= 1 and data["verify"]["patched"]["graph_breaks"] == 0
     assert data["uncovered_break_sites"] == []
     t = data["upstream_tests"]
-    assert t["passed"] > 100 and t["failed"] == 0 and t["errors"] == 0
+    assert t["passed"] >= 2 and t["failed"] == 0 and t["errors"] == 0
