@@ -160,13 +160,22 @@ def render_markdown(r: UpgradeReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cell(step: StepVerdict) -> str:
+    """``applied model.py:463`` (up to two sites, then a count) so moved code shows in the matrix."""
+    if not step.sites:
+        return step.status
+    shown = [f"{site.rsplit('/', 1)[-1]}" for site in step.sites[:2]]
+    more = f" +{len(step.sites) - 2}" if len(step.sites) > 2 else ""
+    return f"{step.status} {', '.join(shown)}{more}"
+
+
 def render_matrix(reports: list[UpgradeReport], markdown: bool = True) -> str:
     codemods = list(dict.fromkeys(s.codemod for r in reports for s in r.steps))
     header = ["version", *codemods, "breaks up→patched", "recompiles up→patched", "fullgraph", "MAE diff",
               "upstream tests", "verdict"]
     rows = []
     for r in reports:
-        status = {s.codemod: s.status for s in r.steps}
+        status = {s.codemod: _cell(s) for s in r.steps}
         fullgraph = "-" if not r.verify else ("ok" if r.verify["patched"]["fullgraph_ok"] else "fails")
         rows.append([r.target[:12], *(status.get(c, "-") for c in codemods), _counts(r, "graph_breaks"),
                      _counts(r, "recompiles"), fullgraph, _mae(r), _tests(r), r.verdict])

@@ -97,7 +97,7 @@ def test_matrix_cells_follow_the_code(tmp_path: Path):
     table = upgrade.render_matrix(reports)
     lines = table.strip().splitlines()
     assert lines[0].startswith("| version | isnan-guard |")
-    assert [line.split(" | ")[1] for line in lines[2:]] == ["applied", "already-fixed", "drifted"]
+    assert [line.split(" | ")[1] for line in lines[2:]] == ["applied model.py:7", "already-fixed model.py:7", "drifted"]
     assert [line.rstrip(" |").split(" | ")[-1] for line in lines[2:]] == ["safe", "safe", "drift"]
 
 
