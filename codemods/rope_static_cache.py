@@ -116,16 +116,18 @@ class RopeStaticCache(PatchkitCodemod):
         "a rotary class whose cache method does `if seq_len != self.<length_attr>:` "
         "... `self.<cos> = ...` ... and returns `self.<cos>, self.<sin>`"
     )
+    # The upstream's names (class, cache method, attributes) have no defaults: the
+    # patch set names them.  compute_method and table_attrs are names this codemod adds.
     OPTIONS: dict[str, Any] = {
-        "class_name": "RotaryPositionalEmbedding",
-        "cache_method": "_update_cos_sin_cache",
+        "class_name": None,
+        "cache_method": None,
         "compute_method": "_compute_cos_sin",
-        "length_attr": "seq_len_cached",
-        "cache_attrs": ("cos_cached", "sin_cached"),
+        "length_attr": None,
+        "cache_attrs": None,
         "table_attrs": ("cos_static", "sin_static"),
         # Tensor whose device/dtype the table is built on in __init__ (a buffer
         # registered before the cache attributes are initialised).
-        "reference_attr": "inv_freq",
+        "reference_attr": None,
         "max_positions": None,
         "seq_axis": -2,
     }
@@ -138,7 +140,7 @@ class RopeStaticCache(PatchkitCodemod):
         if not isinstance(o["seq_axis"], int) or isinstance(o["seq_axis"], bool):
             raise CodemodOptionError("codemod 'rope-static-cache': seq_axis must be an int")
         for key in ("cache_attrs", "table_attrs"):
-            o[key] = tuple(o[key])
+            o[key] = tuple(o[key] or ())
             if len(o[key]) != 2 or not all(isinstance(a, str) and a.isidentifier() for a in o[key]):
                 raise CodemodOptionError(f"codemod 'rope-static-cache': {key} must be two attribute names")
         for key in ("class_name", "cache_method", "compute_method", "length_attr", "reference_attr"):
