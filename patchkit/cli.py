@@ -301,6 +301,7 @@ def report(reports: tuple[str, ...], suffix: str) -> None:
     """
     rows = [("model", "upstream", "breaks up->patched", "recompiles up->patched", "fullgraph", "MAE diff", "result")]
     failed = False
+    torch_version = None
     for name in reports:
         path = Path(name + suffix)
         if not path.exists():
@@ -317,7 +318,7 @@ def report(reports: tuple[str, ...], suffix: str) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
-    if "torch_version" in locals():
+    if torch_version:
         click.echo(f"(torch {torch_version}, device cpu)")
     if failed:
         sys.exit(errors.EXIT_VERIFY_FAILED)
@@ -368,7 +369,8 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in args or "--verbose" in args
     try:
         cli.main(args=argv, prog_name="patchkit", standalone_mode=False)
     except click.exceptions.Abort:
