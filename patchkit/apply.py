@@ -11,9 +11,9 @@ from typing import Literal
 import libcst as cst
 
 from .codemods import REGISTRY, CodemodOptionError, Site, run_codemod
-from .errors import BadInput, LockMismatch, PatchkitError, UpstreamDrift
+from .errors import BadInput, PatchkitError, UpstreamDrift
 from .patchset import PatchSet, Step
-from .workspace import Workspace, check_tree_against, hash_tree, recover, sha256_bytes, tree_files, write_tree
+from .workspace import Workspace, check_tree_against, recover, sha256_bytes, tree_files, write_tree
 
 StepStatus = Literal["applied", "already-fixed", "drifted", "skipped"]
 
@@ -201,4 +201,4 @@ def apply(ws: Workspace, ps: PatchSet, *, check: bool = False, diff: bool = Fals
     return ApplyResult(**common, wrote=True, up_to_date=True, mismatched=mismatched)
 
 
-__all__ = ["ApplyResult", "Plan", "StepReport", "apply", "plan", "read_tree", "unified_diff", "hash_tree", "LockMismatch"]
+__all__ = ["ApplyResult", "Plan", "StepReport", "apply", "drift_error", "plan", "read_tree", "unified_diff"]

@@ -9,8 +9,6 @@ upstream is imported or executed.
 
 from __future__ import annotations
 
-import io
-import os
 import re
 import subprocess
 import sys
@@ -22,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from .errors import (BadInput, CorruptArchive, LockMismatch, MissingTool, NoNetwork, PatchkitError, UnknownVersion,
                      UpstreamDrift)
 from .patchset import GitSource, PatchSet, PipSource
-from .workspace import LOCK_FORMAT, Workspace, sha256_bytes, sha256_file, write_tree
+from .workspace import LOCK_FORMAT, Workspace, hash_tree, sha256_bytes, sha256_file, write_tree
 
 _NETWORK_PATTERNS = re.compile(
     r"NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution|"
@@ -102,8 +100,6 @@ def vendor(ws: Workspace, ps: PatchSet, version: str | None = None, archive: str
         }
         unchanged = bool(old) and {k: old.get(k) for k in lock} == lock and ws.pristine(ps.model).is_dir()
         if unchanged:
-            from .workspace import hash_tree
-
             unchanged = hash_tree(ws.pristine(ps.model)) == lock["files"]
         if not unchanged:
             if old and "patched" in old and old.get("version") == lock["version"]:

@@ -20,7 +20,7 @@ from libcst.codemod import CodemodContext
 
 from patchkit.codemods import REGISTRY, run_codemod
 from patchkit.gitsource import export_tree
-from patchkit.patches.kronos import PATCHSET, KronosHarness, ohlcv_from_close, synthetic_ohlcv_series
+from patchkit.patches.kronos import PATCHSET, ohlcv_from_close, synthetic_ohlcv_series
 
 from .kronos_repo import make_kronos_repo
 
