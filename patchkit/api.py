@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import patches
 from .apply import ApplyResult, apply as _apply
+from .errors import NotVendored
 from .patchset import PatchSet
 from .vendoring import VendorResult, vendor as _vendor
 from .verify.report import VerifyReport, verify_trees
@@ -31,18 +32,20 @@ def apply(model: str, *, root: str | Path | None = None, check: bool = False, di
     return _apply(workspace(root), patches.get(model), check=check, diff=diff, force=force)
 
 
+def _require_applied(ws: Workspace, ps: PatchSet) -> str:
+    """The vendored version, once the pristine tree matches its lock and vendor/MODEL is what apply makes."""
+    if not _apply(ws, ps, check=True).up_to_date:
+        raise NotVendored(f"vendor/{ps.model} is missing or out of date; run `patchkit apply {ps.model}` first")
+    return ws.read_lock(ps.model)["version"]
+
+
 def verify(model: str, *, root: str | Path | None = None, weights: str | None = None,
            logs: tuple[str, ...] = (), json_path: str | Path | None = None, device: str = "cpu",
            tolerance: float | None = None, backend: str = "inductor") -> tuple[VerifyReport, dict[str, str]]:
     ws = workspace(root)
     ps = patches.get(model)
-    lock, pristine = ws.require_pristine(model)
-    check = _apply(ws, ps, check=True)
-    if not check.up_to_date:
-        from .errors import NotVendored
-
-        raise NotVendored(f"vendor/{model} is missing or out of date; run `patchkit apply {model}` first")
-    report, raw = verify_trees(ps, pristine, ws.patched(model), lock["version"], weights=weights, device=device,
+    version = _require_applied(ws, ps)
+    report, raw = verify_trees(ps, ws.pristine(model), ws.patched(model), version, weights=weights, device=device,
                                extra_logs=logs, tolerance=tolerance, backend=backend)
     if json_path:
         Path(json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
@@ -56,10 +59,6 @@ def bench(model: str, *, root: str | Path | None = None, modes: tuple[str, ...] 
 
     ws = workspace(root)
     ps = patches.get(model)
-    lock, pristine = ws.require_pristine(model)
-    if not _apply(ws, ps, check=True).up_to_date:
-        from .errors import NotVendored
-
-        raise NotVendored(f"vendor/{model} is missing or out of date; run `patchkit apply {model}` first")
-    return _bench(ps, pristine, ws.patched(model), lock["version"], modes=modes, dtypes=dtypes, batch=batch,
+    version = _require_applied(ws, ps)
+    return _bench(ps, ws.pristine(model), ws.patched(model), version, modes=modes, dtypes=dtypes, batch=batch,
                   runs=runs, device=device, warm_start=warm_start, progress=progress)

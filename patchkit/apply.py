@@ -13,7 +13,7 @@ import libcst as cst
 from .codemods import REGISTRY, CodemodOptionError, Site, run_codemod
 from .errors import BadInput, PatchkitError, UpstreamDrift
 from .patchset import PatchSet, Step
-from .workspace import Workspace, check_tree_against, recover, sha256_bytes, tree_files, write_tree
+from .workspace import Workspace, check_tree_against, read_tree, recover, sha256_bytes, write_tree
 
 StepStatus = Literal["applied", "already-fixed", "drifted", "skipped"]
 
@@ -133,10 +133,6 @@ def drift_error(model: str, version: str, drifted: tuple[StepReport, ...]) -> Up
     return UpstreamDrift(f"{model} {version}: codemod {first.codemod!r} no longer applies: {first.message}{more}")
 
 
-def read_tree(root: Path) -> dict[str, bytes]:
-    return {rel: p.read_bytes() for rel, p in tree_files(root).items()}
-
-
 def unified_diff(before: dict[str, bytes], after: dict[str, bytes], a: str = "a", b: str = "b") -> str:
     chunks = []
     for rel in sorted(set(before) | set(after)):
@@ -164,8 +160,7 @@ def apply(ws: Workspace, ps: PatchSet, *, check: bool = False, diff: bool = Fals
     ``LockMismatch`` when a vendored file was edited by hand (``force``
     overwrites hand edits in the patched tree, never in the pristine one).
     """
-    lock, pristine_dir = ws.require_pristine(ps.model)
-    pristine = read_tree(pristine_dir)
+    lock, pristine = ws.require_pristine(ps.model)
     result = plan(ps, pristine, lock["version"])
     if result.drifted:
         raise drift_error(ps.model, lock["version"], result.drifted)
@@ -185,7 +180,8 @@ def apply(ws: Workspace, ps: PatchSet, *, check: bool = False, diff: bool = Fals
         return ApplyResult(**common, wrote=False, up_to_date=up_to_date, mismatched=mismatched)
     recorded = lock.get("patched", {}).get("files")
     if on_disk is not None and recorded and not force:
-        check_tree_against(dest, recorded, what=f"patched tree of {ps.model}", lock_path=ws.lock_path(ps.model))
+        check_tree_against(dest, on_disk, recorded, what=f"patched tree of {ps.model}",
+                           lock_path=ws.lock_path(ps.model))
     with ws.staging(ps.model) as stage:
         staged = stage / "tree"
         write_tree(staged, result.files)

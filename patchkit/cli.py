@@ -30,6 +30,10 @@ Exit codes:
 """
 
 
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in value.split(",") if x.strip())
+
+
 @dataclass
 class Options:
     root: Path
@@ -167,7 +171,7 @@ def verify(opts: Options, model: str, logs: str, json_path: Path | None, weights
       patchkit verify chronos2 --logs graph_breaks
       patchkit verify toto --logs graph_breaks,recompiles --json toto.json
     """
-    extra = tuple(x.strip() for x in logs.split(",") if x.strip())
+    extra = _csv(logs)
     report, raw = api.verify(model, root=opts.root, weights=weights, logs=extra, json_path=json_path,
                              tolerance=tolerance, backend=backend)
     click.echo(render_verify(report, extra, opts.verbose, raw))
@@ -238,10 +242,6 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
         sys.exit(errors.EXIT_DRIFT)
     if errors.EXIT_VERIFY_FAILED in codes:
         sys.exit(errors.EXIT_VERIFY_FAILED)
-
-
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in value.split(",") if x.strip())
 
 
 @cli.command()

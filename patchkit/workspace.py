@@ -49,6 +49,10 @@ def hash_tree(root: Path) -> dict[str, str]:
     return {rel: sha256_file(p) for rel, p in tree_files(root).items()}
 
 
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {rel: p.read_bytes() for rel, p in tree_files(root).items()}
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -101,14 +105,16 @@ class Workspace:
     def write_lock(self, model: str, lock: dict[str, Any]) -> None:
         atomic_write_text(self.lock_path(model), json.dumps(lock, indent=2, sort_keys=True) + "\n")
 
-    def require_pristine(self, model: str) -> tuple[dict[str, Any], Path]:
-        """The lock and pristine tree, checked byte for byte against each other."""
+    def require_pristine(self, model: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The lock and the pristine tree's files (read once), checked byte for byte against each other."""
         lock = self.read_lock(model)
         tree = self.pristine(model)
         if lock is None or not tree.is_dir():
             raise NotVendored(f"{model} is not vendored here; run `patchkit vendor {model}` first")
-        check_tree_against(tree, lock["files"], what=f"vendored upstream of {model}", lock_path=self.lock_path(model))
-        return lock, tree
+        files = read_tree(tree)
+        check_tree_against(tree, files, lock["files"], what=f"vendored upstream of {model}",
+                           lock_path=self.lock_path(model))
+        return lock, files
 
     # -- atomic replacement of a whole tree ----------------------------------
     @contextmanager
@@ -142,8 +148,10 @@ def recover(dest: Path) -> None:
             os.rename(previous, dest)
 
 
-def check_tree_against(tree: Path, expected: dict[str, str], *, what: str, lock_path: Path) -> None:
-    actual = hash_tree(tree)
+def check_tree_against(tree: Path, files: dict[str, bytes], expected: dict[str, str], *, what: str,
+                       lock_path: Path) -> None:
+    """Raise ``LockMismatch`` unless ``files`` (the contents of ``tree``) hash to ``expected``."""
+    actual = {rel: sha256_bytes(data) for rel, data in files.items()}
     changed = sorted(rel for rel in expected if rel in actual and actual[rel] != expected[rel])
     missing = sorted(set(expected) - set(actual))
     extra = sorted(set(actual) - set(expected))

@@ -126,7 +126,7 @@ def summarize_variant(label: str, tree: Path, data: dict, log: str) -> VariantRe
         graphs=data["counters"]["graphs"],
         fullgraph_ok=data["fullgraph_ok"],
         fullgraph_error=data["fullgraph_error"],
-        recompile_limit_hit=parsed.recompile_limit_hit or "recompile_limit" in _phase_text(log, "forecast"),
+        recompile_limit_hit=parsed.recompile_limit_hit or logparse.parse(_phase_text(log, "forecast")).recompile_limit_hit,
         steady_state_ok=data["steady_ok"],
         steady_state_error=data["steady_error"],
         break_sites=[s.to_json() for s in parsed.break_sites],

@@ -23,6 +23,11 @@ def _phase(name: str) -> None:
     print(f"{PHASE_MARK}{name}", file=sys.stderr, flush=True)
 
 
+def _one_line(err: BaseException) -> str:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return f"{type(err).__name__}: {first}"[:500]
+
+
 def load_harness(spec: str):
     module, _, cls = spec.partition(":")
     return getattr(importlib.import_module(module), cls)
@@ -110,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             harness.workload(functools.partial(torch.compile, backend=args.backend))
         out["steady_ok"], out["steady_error"] = True, ""
     except Exception as err:  # noqa: BLE001
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        out["steady_ok"], out["steady_error"] = False, f"{type(err).__name__}: {first}"[:500]
+        out["steady_ok"], out["steady_error"] = False, _one_line(err)
 
     _phase("fullgraph")
     reset()
@@ -119,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         harness.workload(functools.partial(torch.compile, fullgraph=True, backend=args.backend))
         out["fullgraph_ok"], out["fullgraph_error"] = True, ""
     except Exception as err:  # noqa: BLE001 - any compile failure is the finding
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        out["fullgraph_ok"], out["fullgraph_error"] = False, f"{type(err).__name__}: {first}"[:500]
+        out["fullgraph_ok"], out["fullgraph_error"] = False, _one_line(err)
 
     if args.forecast != "none":
         _phase("forecast")
