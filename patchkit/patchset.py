@@ -67,6 +67,37 @@ class UpstreamTests:
     args: tuple[str, ...] = ()
 
 
+#: hazards a patch set can claim; verify fails when the upstream variant shows none of them
+HAZARDS = ("graph_breaks", "recompiles", "recompile_limit")
+
+
+@dataclass(frozen=True)
+class TrafficSpec:
+    """What ``verify --traffic`` holds a patched model to over a varied stream of calls."""
+
+    #: compiled unit name (the ``name=`` a harness passes to its compile_fn) -> graphs allowed over the
+    #: whole profile: at most 2 per phase (a static first graph, then one dynamic graph)
+    graph_budget: dict[str, int]
+    #: phases each unit serves, e.g. {"backbone": ("prefill", "decode")}; budget <= 2 * len(phases)
+    phases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: patched eager vs upstream eager, relative L2 per call (NaN positions must match exactly)
+    eager_rtol: float = 1e-6
+    #: patched compiled vs patched eager on the deterministic outputs, relative L2 per call
+    compiled_rtol: float = 1e-5
+    #: compiled sampled paths vs eager sampled paths: relative L2 of their 10/50/90% quantiles
+    sample_rtol: float = 0.1
+    #: why sample_rtol is what it is (stated in the report)
+    sample_note: str = ""
+
+    def budget_problems(self) -> list[str]:
+        out = []
+        for unit, budget in self.graph_budget.items():
+            phases = max(1, len(self.phases.get(unit, ())))
+            if budget > 2 * phases:
+                out.append(f"graph budget {budget} for {unit!r} exceeds 2 per phase ({phases} phase(s))")
+        return out
+
+
 @dataclass(frozen=True)
 class PatchSet:
     model: str
@@ -88,3 +119,8 @@ class PatchSet:
     #: decode graph); verify then reruns the workload with recompiles forbidden.
     warmup_recompiles: int = 0
     notes: str = ""
+    #: what the upstream shows on the verify workload (graph_breaks, recompiles, recompile_limit); verify
+    #: fails with "workload does not exercise HAZARD" when the upstream variant shows none of them
+    hazards: tuple[str, ...] = ()
+    #: graph budget and fidelity bounds for ``verify --traffic``
+    traffic: TrafficSpec | None = None

@@ -12,17 +12,81 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 
-#: ``compile_fn(fn) -> fn``: ``torch.compile`` with some options, or identity for eager.
-CompileFn = Callable[[Callable[..., Any]], Callable[..., Any]]
+from .traffic import Call, TrafficRanges
+
+#: ``compile_fn(fn, name=None) -> fn``: ``torch.compile`` with some options, or identity for eager.
+#: ``name`` names the compiled unit (for graph budgets); plain ``torch.compile`` partials are accepted
+#: where no name is passed.
+CompileFn = Callable[..., Callable[..., Any]]
+
+Size = Literal["tiny", "real"]
+SIZES: tuple[str, ...] = ("tiny", "real")
 
 
-def eager(fn: Callable[..., Any]) -> Callable[..., Any]:
+def eager(fn: Callable[..., Any], name: str | None = None) -> Callable[..., Any]:
     """The identity ``CompileFn``: run eagerly."""
     return fn
+
+
+class Compiler:
+    """A ``CompileFn`` that counts the graphs Dynamo hands to the backend, per named compiled unit.
+
+    Each ``compiler(fn, name="backbone")`` call compiles ``fn`` with its own
+    counting backend, so every graph of that unit (resume frames after a graph
+    break included) is attributed to ``name``.  ``backend=None`` is eager: ``fn``
+    is returned as it is and nothing is counted.
+    """
+
+    def __init__(self, backend: str | None = "inductor", *, mode: str | None = None, fullgraph: bool = False,
+                 dynamic: bool | None = None) -> None:
+        self.backend, self.mode, self.fullgraph, self.dynamic = backend, mode, fullgraph, dynamic
+        self.graphs: dict[str, int] = {}
+
+    def _inner(self):
+        import torch
+        from torch._dynamo.backends.registry import lookup_backend
+
+        if self.backend == "inductor":
+            return torch._TorchCompileInductorWrapper(self.mode or "default", None, self.dynamic)
+        return lookup_backend(self.backend)
+
+    def __call__(self, fn: Callable[..., Any], name: str | None = None) -> Callable[..., Any]:
+        if self.backend is None:
+            return fn
+        import torch
+
+        unit = name or getattr(fn, "__qualname__", None) or type(fn).__name__
+        self.graphs.setdefault(unit, 0)
+        inner = self._inner()
+        graphs = self.graphs
+
+        class _Counting:
+            def __call__(self, gm, example_inputs):
+                graphs[unit] += 1
+                return inner(gm, example_inputs)
+
+            def __getattr__(self, key):
+                return getattr(inner, key)
+
+        return torch.compile(fn, backend=_Counting(), fullgraph=self.fullgraph, dynamic=self.dynamic)
+
+
+@dataclass(frozen=True)
+class CallOutput:
+    """What one traffic call returned, as arrays verify can compare.
+
+    ``point``: the deterministic outputs (Chronos quantiles, Toto's distribution
+    mean, Kronos's greedy path, ...). ``samples``: sampled paths with the sample
+    axis at ``sample_axis`` (None when the call drew none).
+    """
+
+    point: np.ndarray | None
+    samples: np.ndarray | None = None
+    sample_axis: int = 0
 
 
 @dataclass(frozen=True)
@@ -38,12 +102,38 @@ class Series:
 class Harness(ABC):
     #: registry name of the model (matches its patch set)
     model: str = ""
+    #: model sizes this harness builds: "tiny" (tests, fast) and "real" (the published architecture)
+    sizes: ClassVar[tuple[str, ...]] = ("tiny",)
 
-    def __init__(self, tree: Path, weights: str | None = None, seed: int = 0, device: str = "cpu") -> None:
+    def __init__(self, tree: Path, weights: str | None = None, seed: int = 0, device: str = "cpu",
+                 size: str = "tiny") -> None:
         self.tree = Path(tree)
         self.weights = weights
         self.seed = seed
         self.device = device
+        if size not in self.sizes:
+            raise ValueError(f"{self.model} harness builds sizes {', '.join(self.sizes)}, not {size!r}")
+        self.size = size
+
+    # -- traffic (``verify --traffic``, ``bench`` traffic row) -----------------
+    def traffic_ranges(self) -> TrafficRanges:
+        """Where this model's traffic calls are drawn from, at ``self.size``."""
+        raise NotImplementedError(f"{self.model} harness has no traffic profile")
+
+    def serve(self, compile_fn: CompileFn) -> Callable[[Call, int], CallOutput]:
+        """Build the users' entry point once (compiling its units with ``compile_fn``, each with a
+        ``name=``) and return ``handle(call, data_seed) -> CallOutput``.
+
+        ``handle`` makes the call's input data from ``data_seed`` alone (the same seed gives the same
+        data in every variant and process) and drives the upstream's public inference API.  Verify
+        seeds torch's global RNG with ``data_seed`` right before each call, so sampled paths are
+        reproducible.
+        """
+        raise NotImplementedError(f"{self.model} harness has no traffic entry point")
+
+    def parameter_count(self) -> int:
+        """Parameters of the model(s) built; reported with the size."""
+        raise NotImplementedError
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
