@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 from patchkit.errors import UnknownModel
 from patchkit.patchset import PatchSet
@@ -15,12 +16,33 @@ MODELS: dict[str, str] = {
 }
 
 
+#: Extra patch sets outside this package, as ``module:ATTRIBUTE`` entries separated by commas (each
+#: attribute a PatchSet).  Lets a project keep its own model's patch set in its own code, and lets tests
+#: drive the verify subprocesses with a fixture model.
+EXTRA_ENV = "PATCHKIT_EXTRA_PATCHSETS"
+
+
+def _extra() -> dict[str, PatchSet]:
+    found: dict[str, PatchSet] = {}
+    for entry in filter(None, (x.strip() for x in os.environ.get(EXTRA_ENV, "").split(","))):
+        module, _, attr = entry.partition(":")
+        try:
+            ps = getattr(importlib.import_module(module), attr or "PATCHSET")
+        except (ImportError, AttributeError) as err:
+            raise UnknownModel(f"{EXTRA_ENV} names {entry!r}, which does not import ({err})") from err
+        found[ps.model] = ps
+    return found
+
+
 def names() -> list[str]:
     return sorted(MODELS)
 
 
 def get(model: str) -> PatchSet:
     if model not in MODELS:
-        raise UnknownModel(f"unknown model {model!r}; known models: {', '.join(names())}")
+        extra = _extra()
+        if model in extra:
+            return extra[model]
+        raise UnknownModel(f"unknown model {model!r}; known models: {', '.join(names() + sorted(extra))}")
     module = importlib.import_module(f"{__name__}.{MODELS[model]}")
     return module.PATCHSET

@@ -57,8 +57,9 @@ class Chronos2Harness(Harness):
     context_length = 256
     horizon = 32
 
-    def __init__(self, tree: Path, weights: str | None = None, seed: int = 0, device: str = "cpu") -> None:
-        super().__init__(tree, weights, seed, device)
+    def __init__(self, tree: Path, weights: str | None = None, seed: int = 0, device: str = "cpu",
+                 size: str = "tiny") -> None:
+        super().__init__(tree, weights, seed, device, size)
         import torch
         from chronos.chronos2.config import Chronos2CoreConfig
         from chronos.chronos2.model import Chronos2Model

@@ -141,8 +141,9 @@ class TotoHarness(Harness):
     workload_context = 64
     workload_horizons = (136, 72)
 
-    def __init__(self, tree: Path, weights: str | None = None, seed: int = 0, device: str = "cpu") -> None:
-        super().__init__(tree, weights, seed, device)
+    def __init__(self, tree: Path, weights: str | None = None, seed: int = 0, device: str = "cpu",
+                 size: str = "tiny") -> None:
+        super().__init__(tree, weights, seed, device, size)
         import torch
         from toto.model.toto import Toto
 

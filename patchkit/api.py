@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import patches
 from .apply import ApplyResult, apply as _apply
-from .errors import NotVendored
+from .errors import BadInput, NotVendored
 from .patchset import PatchSet
 from .vendoring import VendorResult, vendor as _vendor
 from .verify.report import VerifyReport, verify_trees
@@ -39,14 +39,48 @@ def _require_applied(ws: Workspace, ps: PatchSet) -> str:
     return ws.read_lock(ps.model)["version"]
 
 
+def check_size_and_weights(model: str, size: str, weights: str | None) -> None:
+    """Refuse an unknown size or a --weights path that does not exist (one line, exit 2), before any run."""
+    from .verify.harness import SIZES
+
+    if size not in SIZES:
+        raise BadInput(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+    if weights:
+        for part in weights.split(","):
+            if not Path(part).is_dir():
+                raise BadInput(f"--weights: {part!r} is not a directory (a local checkpoint directory; kronos takes "
+                               "MODEL_DIR,TOKENIZER_DIR)")
+
+
 def verify(model: str, *, root: str | Path | None = None, weights: str | None = None,
            logs: tuple[str, ...] = (), json_path: str | Path | None = None, device: str = "cpu",
-           tolerance: float | None = None, backend: str = "inductor") -> tuple[VerifyReport, dict[str, str]]:
+           tolerance: float | None = None, backend: str = "inductor",
+           size: str = "tiny") -> tuple[VerifyReport, dict[str, str]]:
     ws = workspace(root)
     ps = patches.get(model)
+    check_size_and_weights(model, size, weights)
     version = _require_applied(ws, ps)
     report, raw = verify_trees(ps, ws.pristine(model), ws.patched(model), version, weights=weights, device=device,
-                               extra_logs=logs, tolerance=tolerance, backend=backend)
+                               extra_logs=logs, tolerance=tolerance, backend=backend, size=size)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return report, raw
+
+
+def verify_traffic(model: str, *, root: str | Path | None = None, size: str = "tiny", calls: int = 24,
+                   seed: int = 0, weights: str | None = None, device: str = "cpu", mode: str | None = None,
+                   analysis_backend: str = "eager", logs: tuple[str, ...] = (),
+                   json_path: str | Path | None = None, progress=lambda msg: None):
+    """``verify --traffic``: the model's traffic profile through its users' entry point, upstream vs patched."""
+    from .verify.traffic_report import verify_traffic as _verify_traffic
+
+    ws = workspace(root)
+    ps = patches.get(model)
+    check_size_and_weights(model, size, weights)
+    version = _require_applied(ws, ps)
+    report, raw = _verify_traffic(ps, ws.pristine(model), ws.patched(model), version, size=size, calls=calls,
+                                  seed=seed, weights=weights, device=device, mode=mode,
+                                  analysis_backend=analysis_backend, extra_logs=logs, progress=progress)
     if json_path:
         Path(json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report, raw

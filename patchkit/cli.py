@@ -150,31 +150,71 @@ def apply(opts: Options, model: str, check: bool, diff: bool, force: bool) -> No
               help="TORCH_LOGS artifacts to show per variant (graph_breaks, recompiles, ...). "
                    "graph_breaks and recompiles are always collected.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON.")
-@click.option("--weights", type=click.Path(exists=True, file_okay=False),
-              help="A real checkpoint directory (default: upstream's test checkpoint or a seeded random config).")
+@click.option("--size", type=click.Choice(["tiny", "real"]), default="tiny", show_default=True,
+              help="tiny: small seeded models (fast); real: the published architecture with seeded random weights.")
+@click.option("--weights",
+              help="A local checkpoint directory (kronos: MODEL_DIR,TOKENIZER_DIR). Default: seeded random weights "
+                   "(chronos2 tiny: upstream's test checkpoint).")
+@click.option("--traffic", is_flag=True,
+              help="Run the model's traffic profile (varied batch, history, horizon, variates, samples) through "
+                   "the upstream's public entry point, and hold the patched tree to its graph budget.")
+@click.option("--calls", type=click.IntRange(1), default=24, show_default=True, help="--traffic: calls in the profile.")
+@click.option("--seed", type=int, default=0, show_default=True, help="--traffic: profile and data seed.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda (not applicable without a GPU).")
+@click.option("--mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]), default="default",
+              show_default=True, help="--traffic: inductor mode of the patched compiled pass (reduce-overhead: CUDA only).")
 @click.option("--tolerance", type=float, help="Scaled MAE / prediction drift tolerance (default: the patch set's).")
-@click.option("--backend", type=click.Choice(["inductor", "aot_eager", "eager"]), default="inductor", show_default=True,
+@click.option("--backend", type=click.Choice(["inductor", "aot_eager", "eager"]), default=None,
               help="torch.compile backend for the break/recompile analysis (Dynamo decides breaks before the "
-                   "backend runs; eager is faster). Forecasts are always compiled with inductor.")
+                   "backend runs; eager is faster). Default: inductor; with --traffic, eager for the upstream "
+                   "variant. Forecasts and the patched traffic pass always use inductor.")
 @click.pass_obj
-def verify(opts: Options, model: str, logs: str, json_path: Path | None, weights: str | None,
-           tolerance: float | None, backend: str) -> None:
-    """Prove the fix: graph breaks, recompiles and forecast MAE, upstream vs patched.
+def verify(opts: Options, model: str, logs: str, json_path: Path | None, size: str, weights: str | None,
+           traffic: bool, calls: int, seed: int, device: str, mode: str, tolerance: float | None,
+           backend: str | None) -> None:
+    """Prove the fix: graph breaks, recompiles and forecast fidelity, upstream vs patched.
 
-    Each variant runs in its own subprocess with TORCH_LOGS set. Exit 0 only
-    when the patched tree has no graph break, no recompile, compiles with
-    fullgraph=True, and its compiled forecasts match upstream eager within
-    the tolerance.
+    Each variant runs in its own subprocess with TORCH_LOGS set. Without
+    --traffic: exit 0 only when the patched tree has no graph break, stays in
+    its recompile budget, compiles with fullgraph=True, and its compiled
+    forecasts match upstream eager within the tolerance. With --traffic: a
+    seeded stream of calls through the users' entry point; exit 0 only when
+    every compiled unit stays in its graph budget, no recompile limit is hit,
+    a second pass with new data does not recompile, patched eager equals
+    upstream eager, compiled drift is within bounds, and the upstream shows
+    the hazard the patch set claims.
 
     \b
     Examples:
       patchkit verify chronos2 --logs graph_breaks
       patchkit verify toto --logs graph_breaks,recompiles --json toto.json
+      patchkit verify toto --traffic --size real --json toto-traffic.json
+      patchkit verify kronos --traffic --weights ~/ckpt/Kronos-small,~/ckpt/Kronos-Tokenizer-base
     """
     extra = _csv(logs)
-    report, raw = api.verify(model, root=opts.root, weights=weights, logs=extra, json_path=json_path,
-                             tolerance=tolerance, backend=backend)
-    click.echo(render_verify(report, extra, opts.verbose, raw))
+    if traffic:
+        report, raw = api.verify_traffic(model, root=opts.root, size=size, calls=calls, seed=seed, weights=weights,
+                                         device=device, mode=None if mode == "default" else mode,
+                                         analysis_backend=backend or "eager", logs=extra, json_path=json_path,
+                                         progress=lambda msg: click.echo(f"... {msg}", err=True))
+        from .verify.traffic_report import render as render_traffic
+
+        click.echo(render_traffic(report))
+        if opts.verbose:
+            for label, text in raw.items():
+                click.echo(f"\n--- {label} stderr ---\n{text}")
+    else:
+        if mode != "default":
+            raise click.UsageError("--mode applies to --traffic runs")
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise errors.EnvironmentProblem(f"--device {device}: not applicable on this machine (torch sees no "
+                                                "CUDA device); nothing was run, and this is not a pass")
+        report, raw = api.verify(model, root=opts.root, weights=weights, logs=extra, json_path=json_path,
+                                 tolerance=tolerance, backend=backend or "inductor", size=size, device=device)
+        click.echo(render_verify(report, extra, opts.verbose, raw))
     if json_path:
         click.echo(f"report written to {json_path}")
     if not report.ok:

@@ -40,3 +40,20 @@ def test_counts_first_and_suppressed_breaks_and_attributes_them(tmp_path: Path):
 def test_clean_log():
     s = logs.parse(P + "some unrelated line\n")
     assert (s.graph_breaks, s.recompiles, s.recompile_limit_hit) == (0, 0, False)
+
+
+def test_recompile_limit_names_the_function_and_its_last_guard(tmp_path: Path):
+    src = tmp_path / "mod.py"
+    src.write_text("def forward(x):\n    return x\n")
+    W = "W1122 11:00:00.000000 4794 torch/_dynamo/convert_frame.py:1995] [0/8] "
+    text = "\n".join([
+        W + "torch._dynamo hit config.recompile_limit (8)",
+        W + f"   function: 'forward' ({src}:1)",
+        W + "   last reason: 0/7: self._host_empty == False",
+        W + 'To log all recompilation reasons, use TORCH_LOGS="recompiles".',
+    ])
+    s = logs.parse(text, tmp_path)
+    assert s.recompile_limit_hit
+    (site,) = s.limit_sites
+    assert (site.file, site.line, site.function) == ("mod.py", 1, "forward")
+    assert site.reason == "0/7: self._host_empty == False"

@@ -22,6 +22,8 @@ _REASON = re.compile(r"Graph Break Reason: (?P<reason>.+?)\s*$")
 _RECOMPILE = re.compile(r"Recompiling function (?P<func>\S+) in (?P<file>.+?):(?P<line>\d+)\s*$")
 _GUARD = re.compile(r"^\s*-\s*(?P<guard>\S+: .+?)\s*$")
 _LIMIT = re.compile(r"recompile_limit|cache_size_limit", re.I)
+_LIMIT_FUNC = re.compile(r"^\s*function: '(?P<func>[^']+)' \((?P<file>.+?):(?P<line>\d+)\)\s*$")
+_LIMIT_REASON = re.compile(r"^\s*last reason: (?P<reason>.+?)\s*$")
 _PREFIX = re.compile(r"^[VIWE]\d{4} [\d:.]+ \d+ \S+\] (?:\[[^\]]*\] )*(?:\[__\w+\] )?")
 
 
@@ -45,6 +47,8 @@ class LogSummary:
     recompile_sites: tuple[Site, ...]
     recompile_limit_hit: bool
     lines: tuple[str, ...] = field(default=())
+    #: functions that hit the recompile limit (Dynamo runs them eagerly from then on), with the last guard
+    limit_sites: tuple[Site, ...] = field(default=())
 
 
 @lru_cache(maxsize=256)
@@ -89,8 +93,17 @@ def parse(text: str, tree: Path | None = None) -> LogSummary:
     last_break: tuple[str, int] | None = None
     last_recompile: tuple[str, int, str] | None = None
     pending_reason: tuple[str, int] | None = None
+    limits: list[list] = []  # [file, line, func, reason]
+    in_limit = False
     for raw in text.splitlines():
         line = _PREFIX.sub("", raw)
+        if in_limit and (m := _LIMIT_FUNC.match(line)):
+            limits.append([m["file"], int(m["line"]), m["func"], ""])
+            continue
+        if in_limit and limits and (m := _LIMIT_REASON.match(line)):
+            limits[-1][3] = m["reason"]
+            in_limit = False
+            continue
         if m := _BREAK.search(line):
             key = (m["file"], int(m["line"]))
             breaks[key] += 1
@@ -115,6 +128,7 @@ def parse(text: str, tree: Path | None = None) -> LogSummary:
             last_recompile = None
         if _LIMIT.search(line) and ("hit config" in line or "exceeded" in line.lower() or "limit reached" in line.lower()):
             limit = True
+            in_limit = True
             kept.append(line)
     break_sites = tuple(
         Site(_relative(f, tree), ln, function_at(f, ln), n, reasons.get((f, ln), ""))
@@ -124,4 +138,9 @@ def parse(text: str, tree: Path | None = None) -> LogSummary:
         Site(_relative(f, tree), ln, fn, n, guards.get((f, ln, fn), ""))
         for (f, ln, fn), n in sorted(recompiles.items(), key=lambda kv: (-kv[1], kv[0]))
     )
-    return LogSummary(sum(breaks.values()), break_sites, sum(recompiles.values()), recompile_sites, limit, tuple(kept))
+    limit_counts: Counter[tuple[str, int, str]] = Counter((f, ln, fn) for f, ln, fn, _ in limits)
+    last_reason = {(f, ln, fn): r for f, ln, fn, r in limits}
+    limit_sites = tuple(Site(_relative(f, tree), ln, fn, n, last_reason[(f, ln, fn)])
+                        for (f, ln, fn), n in sorted(limit_counts.items()))
+    return LogSummary(sum(breaks.values()), break_sites, sum(recompiles.values()), recompile_sites, limit, tuple(kept),
+                      limit_sites)

@@ -80,28 +80,37 @@ class VerifyReport:
 def run_variant(
     model: str, tree: Path, label: str, *, weights: str | None = None, device: str = "cpu",
     extra_logs: tuple[str, ...] = (), forecast: str = "both", timeout: int = 1800, backend: str = "inductor",
+    size: str = "tiny",
 ) -> tuple[dict, str]:
     """Run the verify subprocess on ``tree``; return (its JSON, its stderr log)."""
     logs = ",".join(dict.fromkeys((*ALWAYS_LOGS, *extra_logs)))
-    env = {**os.environ, "TORCH_LOGS": logs, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     with tempfile.TemporaryDirectory(prefix=f"patchkit-{label}-") as tmp:
         out = Path(tmp) / "out.json"
         tree = Path(tree).resolve()
-        cmd = [sys.executable, "-m", "patchkit.verify.runner", model, str(tree), str(out), "--device", device]
+        cmd = [sys.executable, "-m", "patchkit.verify.runner", model, str(tree), str(out), "--device", device,
+               "--size", size]
         if weights:
             cmd += ["--weights", weights]
         cmd += ["--backend", backend, "--forecast", forecast]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp)
-        if proc.returncode != 0 or not out.exists():
-            missing = re.findall(r"ModuleNotFoundError: No module named '([^']+)'", proc.stderr)
-            if missing:
-                raise EnvironmentProblem(
-                    f"verify of {label}: the vendored {model} tree imports {missing[-1]!r}, which is not installed "
-                    "in this environment (install the patchkit extras: pip install -e '.[all]')"
-                )
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-            raise PatchkitError(f"verify run of {label} ({tree}) failed with exit {proc.returncode}:\n{tail}")
+        proc = run_logged(cmd, model=model, label=label, tree=tree, logs=logs, timeout=timeout, cwd=tmp, expect=out)
         return json.loads(out.read_text()), proc.stderr
+
+
+def run_logged(cmd: list[str], *, model: str, label: str, tree: Path, logs: str, timeout: int, cwd: str | Path,
+               expect: Path) -> subprocess.CompletedProcess:
+    """Run a verify subprocess with ``TORCH_LOGS`` set; turn its failure into one patchkit error."""
+    env = {**os.environ, "TORCH_LOGS": logs, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
+    if proc.returncode != 0 or not expect.exists():
+        missing = re.findall(r"ModuleNotFoundError: No module named '([^']+)'", proc.stderr)
+        if missing:
+            raise EnvironmentProblem(
+                f"verify of {label}: the vendored {model} tree imports {missing[-1]!r}, which is not installed "
+                "in this environment (install the patchkit extras: pip install -e '.[all]')"
+            )
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise PatchkitError(f"verify run of {label} ({tree}) failed with exit {proc.returncode}:\n{tail}")
+    return proc
 
 
 def _phase_text(log: str, phase: str) -> str:
@@ -178,10 +187,26 @@ def compare_forecasts(series: list, truth: list[np.ndarray], contexts: list[np.n
                      rows)
 
 
+def hazards_shown(graph_breaks: int, recompiles: int, limit_hit: bool) -> list[str]:
+    return [h for h, shown in (("graph_breaks", graph_breaks > 0), ("recompiles", recompiles > 0),
+                               ("recompile_limit", limit_hit)) if shown]
+
+
+def hazard_failures(ps: PatchSet, graph_breaks: int, recompiles: int, limit_hit: bool) -> list[str]:
+    """A verify that passes must have shown the hazard: the upstream variant exhibits one the patch set claims."""
+    if not ps.hazards:
+        return []
+    shown = set(hazards_shown(graph_breaks, recompiles, limit_hit))
+    if shown & set(ps.hazards):
+        return []
+    return [f"workload does not exercise {' or '.join(ps.hazards)}: the upstream variant shows "
+            f"{', '.join(sorted(shown)) or 'no hazard'}, so this run proves nothing about the fix"]
+
+
 def verify_trees(
     ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_version: str, *,
     weights: str | None = None, device: str = "cpu", extra_logs: tuple[str, ...] = (),
-    tolerance: float | None = None, forecasts: bool = True, backend: str = "inductor",
+    tolerance: float | None = None, forecasts: bool = True, backend: str = "inductor", size: str = "tiny",
 ) -> tuple[VerifyReport, dict[str, str]]:
     """Verify two trees of ``ps``'s model.  Returns the report and the raw logs per variant."""
     from concurrent.futures import ThreadPoolExecutor
@@ -191,7 +216,7 @@ def verify_trees(
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {
             label: pool.submit(run_variant, ps.model, tree, label, weights=weights, device=device,
-                               extra_logs=extra_logs, backend=backend,
+                               extra_logs=extra_logs, backend=backend, size=size,
                                forecast=(("eager" if label == "upstream" else "compiled") if forecasts else "none"))
             for label, tree in jobs.items()
         }
@@ -208,6 +233,8 @@ def verify_trees(
         if not (mae.abs_diff <= tol and mae.max_abs_pred_diff <= tol):
             failures.append(f"forecast drift: MAE diff {mae.abs_diff:.3g}, max pred diff {mae.max_abs_pred_diff:.3g} "
                             f"(scaled) exceed tolerance {tol:g}")
+    failures += hazard_failures(ps, variants["upstream"].graph_breaks, variants["upstream"].recompiles,
+                                variants["upstream"].recompile_limit_hit)
     p = variants["patched"]
     if p.graph_breaks:
         failures.append(f"patched tree still has {p.graph_breaks} graph break(s)")

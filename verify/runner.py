@@ -61,6 +61,22 @@ def dynamo_counts() -> dict:
     }
 
 
+def setup(model: str, tree: str | Path, *, weights: str | None, seed: int, device: str, size: str):
+    """Put ``tree`` first on ``sys.path``, check that its packages are what gets imported, build the harness."""
+    tree = Path(tree).resolve()
+    sys.path.insert(0, str(tree))
+    from patchkit import patches
+
+    ps = patches.get(model)
+    # the vendored tree must be what gets imported, not an installed copy
+    for pkg in ps.provides:
+        mod = importlib.import_module(pkg)
+        origin = Path(getattr(mod, "__file__", "") or "").resolve()
+        if tree not in origin.parents:
+            raise SystemExit(f"import {pkg} resolved to {origin}, not inside {tree}")
+    return tree, load_harness(ps.harness)(tree, weights=weights, seed=seed, device=device, size=size)
+
+
 def reset() -> None:
     import torch
     from torch._dynamo.utils import counters
@@ -77,28 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--size", default="tiny")
     ap.add_argument("--forecast", choices=("none", "eager", "compiled", "both"), default="both",
                     help="which forecasts to produce (verify needs upstream eager and patched compiled)")
     ap.add_argument("--backend", default="inductor", help="backend for the break/recompile analysis phases")
     args = ap.parse_args(argv)
 
-    tree = Path(args.tree).resolve()
-    sys.path.insert(0, str(tree))
-    from patchkit import patches
-
-    ps = patches.get(args.model)
+    tree, harness = setup(args.model, args.tree, weights=args.weights, seed=args.seed, device=args.device,
+                          size=args.size)
     import torch
 
     from .harness import eager
 
     out: dict = {"model": args.model, "tree": str(tree), "torch_version": torch.__version__}
-    # the vendored tree must be what gets imported, not an installed copy
-    for pkg in ps.provides:
-        mod = importlib.import_module(pkg)
-        origin = Path(getattr(mod, "__file__", "") or "").resolve()
-        if tree not in origin.parents:
-            raise SystemExit(f"import {pkg} resolved to {origin}, not inside {tree}")
-    harness = load_harness(ps.harness)(tree, weights=args.weights, seed=args.seed, device=args.device)
     out["describe"] = harness.describe()
 
     _phase("workload")
@@ -143,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry(main) -> None:
+    """Run a subprocess ``main``; any crash prints its traceback (the parent shows its tail) and exits 3."""
     try:
         sys.exit(main())
     except SystemExit:
@@ -151,3 +159,7 @@ if __name__ == "__main__":
     except BaseException:
         traceback.print_exc()
         sys.exit(3)
+
+
+if __name__ == "__main__":
+    entry(main)

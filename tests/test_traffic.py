@@ -1,0 +1,90 @@
+"""verify --traffic end to end on a fixture model (our own code): budgets, fidelity, hazard, steady pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from patchkit.verify.traffic import Call, TrafficRanges, compare, compare_distribution, profile
+from patchkit.verify.traffic_report import render, verify_traffic
+
+from . import traffic_fixture
+from .conftest import REPO
+
+RANGES = TrafficRanges(batch=(1, 32), history=(64, 8192), horizon=(1, 1500), max_context=8192,
+                       single_pass_horizon=1024, patch=16, token_budget=65536, variates=(1, 8), samples=(1, 5),
+                       options={"cross_learning": (False, True)})
+
+
+def test_profile_is_seeded_and_covers_every_regime():
+    calls = profile(RANGES, 24, seed=3)
+    assert calls == profile(RANGES, 24, seed=3) and calls != profile(RANGES, 24, seed=4)
+    assert len(calls) == 24 and [c.index for c in calls] == list(range(24))
+    assert min(c.batch for c in calls) == 1 and max(c.batch for c in calls) > 8
+    assert min(c.history for c in calls) == 64
+    assert any(c.history > 8192 for c in calls)  # the upstream truncates these
+    assert sum(c.history % 16 != 0 for c in calls) > 12  # mostly not multiples of the patch
+    assert min(c.horizon for c in calls) == 1 and any(c.horizon > 1024 for c in calls)
+    assert {c.options["cross_learning"] for c in calls} == {False, True}
+    assert all(1 <= c.samples <= 5 and 1 <= c.variates <= 8 for c in calls)
+    assert all(c.batch * c.history * c.variates * c.samples <= 65536 or c.batch == 1 for c in calls)
+
+
+def test_compare_counts_nan_against_a_number_as_a_mismatch():
+    a = np.array([1.0, 2.0, np.nan, 4.0])
+    assert compare(a, a.copy()).within(0.0)
+    b = a.copy()
+    b[2] = 3.0
+    c = compare(b, a)
+    assert c.nan_mismatch == 1 and not c.within(1.0)
+    assert compare(a[:3], a).shape_ok is False
+    d = compare(a * (1 + 1e-7), a)
+    assert d.within(1e-6) and not d.within(1e-8)
+    rng = np.random.default_rng(0)
+    s1, s2 = rng.normal(size=(400, 3)), rng.normal(size=(400, 3))
+    assert compare_distribution(s1, s2, axis=0).rel_l2 < 0.2 < compare(s1, s2).rel_l2
+
+
+def test_call_label_is_readable():
+    assert Call(3, 2, 100, 8, variates=4, samples=2).label() == "#3 b2 h100 H8 v4 s2"
+
+
+@pytest.fixture
+def fixture_env(monkeypatch):
+    monkeypatch.setenv("PATCHKIT_EXTRA_PATCHSETS", "tests.traffic_fixture:PATCHSET")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+
+
+@pytest.mark.slow
+def test_traffic_verify_passes_a_good_patch(tmp_path: Path, fixture_env):
+    up = traffic_fixture.write_tree(tmp_path / "up", "upstream")
+    pa = traffic_fixture.write_tree(tmp_path / "pa", "patched")
+    report, _ = verify_traffic(traffic_fixture.PATCHSET, up, pa, "0", calls=8)
+    text = render(report)
+    assert report.ok, text
+    assert report.upstream.graph_breaks > 0 and "graph_breaks" in report.hazards_shown
+    (unit,) = report.patched.units
+    assert unit.name == "net" and 1 <= unit.graphs <= 2 and unit.within_budget
+    assert report.patched.steady_ok and not report.patched.recompile_limit_hit
+    checks = {c.what.split(" (")[0] + (" samples" if "sampled" in c.what else ""): c for c in report.fidelity}
+    assert checks["patched eager vs upstream eager"].worst_rel == 0.0  # same arithmetic, same NaN gaps
+    assert checks["patched eager vs upstream eager samples"].worst_rel == 0.0  # same seed, same draws
+    assert checks["patched compiled vs patched eager"].worst_rel <= 1e-5
+    assert report.latency["patched_steady"]["calls"] == 8 and report.parameters == 2
+    assert "graphs per compiled unit" in text and "net (forecast): " in text
+
+
+@pytest.mark.slow
+def test_traffic_verify_fails_budget_limit_drift_and_a_vacuous_workload(tmp_path: Path, fixture_env):
+    # the "upstream" here is already fixed: it shows no hazard, so the run must not pass vacuously
+    up = traffic_fixture.write_tree(tmp_path / "up", "patched")
+    bad = traffic_fixture.write_tree(tmp_path / "bad", "bad")
+    report, _ = verify_traffic(traffic_fixture.PATCHSET, up, bad, "0", calls=12)
+    assert not report.ok
+    joined = "\n".join(report.failures)
+    assert "workload does not exercise graph_breaks" in joined
+    assert "net: " in joined and "budget 2" in joined
+    assert "hit the recompile limit" in joined and report.patched.limit_sites
+    assert "patched eager vs upstream eager (deterministic outputs): worst relative L2" in joined

@@ -1,0 +1,342 @@
+"""``verify --traffic``: a varied stream of calls through the users' entry point, upstream vs patched.
+
+Upstream runs its profile eagerly (the reference outputs) and compiled with the
+analysis backend (Dynamo decides breaks and recompiles before any backend runs,
+so ``eager`` is enough to show the hazard and costs no inductor compiles).
+Patched runs eagerly, compiled with inductor, then a steady pass with new data
+under ``fail_on_recompile``.  The two variants run one after the other, so
+neither's timings share the CPU with the other.
+
+It fails when a patched unit makes more graphs than its patch set's budget, a
+recompile limit is hit, the steady pass recompiles, a patched call errors, a
+graph breaks, patched eager differs from upstream eager (NaN placement
+included), compiled output drifts from eager, or the upstream variant shows none
+of the hazards the patch set claims.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from patchkit.errors import BadInput, EnvironmentProblem
+from patchkit.patchset import PatchSet, TrafficSpec
+
+from . import logs as logparse
+from .report import ALWAYS_LOGS, _phase_text, hazard_failures, hazards_shown, run_logged
+from .traffic import compare, compare_distribution, percentiles
+
+
+@dataclass(frozen=True)
+class UnitReport:
+    name: str
+    graphs: int
+    budget: int | None
+    phases: list[str]
+    within_budget: bool
+
+
+@dataclass(frozen=True)
+class TrafficVariant:
+    label: str
+    backend: str
+    graph_breaks: int
+    graphs: int
+    recompiles: int
+    recompile_sites: list[dict]
+    recompile_limit_hit: bool
+    limit_sites: list[dict]
+    units: list[UnitReport]
+    eager: dict[str, Any]
+    compiled: dict[str, Any]
+    steady: dict[str, Any] | None
+    steady_ok: bool
+    steady_error: str
+    call_errors: list[dict]
+    break_sites: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FidelityCheck:
+    what: str
+    bound: float
+    calls: int
+    worst_rel: float
+    worst_call: str
+    nan_mismatch_calls: list[str]
+    shape_mismatch_calls: list[str]
+    ok: bool
+
+
+@dataclass(frozen=True)
+class TrafficReport:
+    model: str
+    torch_version: str
+    upstream_version: str
+    device: str
+    mode: str
+    size: str
+    parameters: int
+    seed: int
+    calls: list[dict]
+    ranges: dict[str, Any]
+    describe: dict[str, Any]
+    upstream: TrafficVariant
+    patched: TrafficVariant
+    fidelity: list[FidelityCheck]
+    hazards_claimed: list[str]
+    hazards_shown: list[str]
+    latency: dict[str, Any]
+    ok: bool
+    failures: list[str]
+    sample_note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _run(ps: PatchSet, tree: Path, label: str, passes: str, *, size: str, calls: int, seed: int, weights: str | None,
+         device: str, backend: str, mode: str | None, extra_logs: tuple[str, ...], timeout: int):
+    logs = ",".join(dict.fromkeys((*ALWAYS_LOGS, *extra_logs)))
+    with tempfile.TemporaryDirectory(prefix=f"patchkit-traffic-{label}-") as tmp:
+        out = Path(tmp) / "out"
+        cmd = [sys.executable, "-m", "patchkit.verify.traffic_runner", ps.model, str(tree), str(out), "--passes",
+               passes, "--calls", str(calls), "--seed", str(seed), "--size", size, "--device", device, "--backend",
+               backend]
+        if mode:
+            cmd += ["--mode", mode]
+        if weights:
+            cmd += ["--weights", weights]
+        proc = run_logged(cmd, model=ps.model, label=label, tree=tree, logs=logs, timeout=timeout, cwd=tmp,
+                          expect=out / "traffic.json")
+        data = json.loads((out / "traffic.json").read_text())
+        arrays = {name: _load(out / f"{name}.npz") for name in ("eager", "compiled")}
+    return data, arrays, proc.stderr
+
+
+def _variant(label: str, data: dict, log: str, tree: Path, spec: TrafficSpec | None) -> TrafficVariant:
+    parsed = logparse.parse(_phase_text(log, "traffic-compiled"), tree)
+    steady_log = logparse.parse(_phase_text(log, "traffic-steady"), tree)
+    passes = data["passes"]
+    units = []
+    for name, graphs in sorted(data.get("unit_graphs", {}).items()):
+        budget = spec.graph_budget.get(name) if spec else None
+        units.append(UnitReport(name, graphs, budget, list((spec.phases if spec else {}).get(name, ())),
+                                budget is not None and graphs <= budget))
+    steady = passes.get("steady")
+    steady_errors = (steady or {}).get("errors", [])
+    errors = [dict(e, phase=phase) for phase in ("eager", "compiled") for e in passes.get(phase, {}).get("errors", [])]
+    return TrafficVariant(
+        label=label,
+        backend=data["backend"] + (f" ({data['mode']})" if data.get("mode") else ""),
+        graph_breaks=max(data.get("counters", {}).get("graph_breaks", 0), parsed.graph_breaks),
+        graphs=sum(data.get("unit_graphs", {}).values()),
+        recompiles=parsed.recompiles,
+        recompile_sites=[s.to_json() for s in parsed.recompile_sites],
+        recompile_limit_hit=parsed.recompile_limit_hit or steady_log.recompile_limit_hit,
+        limit_sites=[s.to_json() for s in (*parsed.limit_sites, *steady_log.limit_sites)],
+        units=units,
+        eager=percentiles(_finite(passes.get("eager", {}).get("times_s", []))),
+        compiled={**percentiles(_finite(passes.get("compiled", {}).get("times_s", []))),
+                  "wall_s": passes.get("compiled", {}).get("wall_s")},
+        steady=None if steady is None else percentiles(_finite(steady["times_s"])),
+        steady_ok=steady is not None and not steady_errors,
+        steady_error="" if not steady_errors else f"{steady_errors[0]['call']}: {steady_errors[0]['error']}",
+        call_errors=errors,
+        break_sites=[s.to_json() for s in parsed.break_sites],
+    )
+
+
+def _finite(xs: list[float]) -> list[float]:
+    return [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
+
+
+def _check(what: str, bound: float, got: dict[str, np.ndarray], want: dict[str, np.ndarray], calls: list[dict],
+           kind: str, distribution: bool = False) -> FidelityCheck | None:
+    worst, worst_call = 0.0, ""
+    nan_bad, shape_bad = [], []
+    n = 0
+    for call in calls:
+        key = f"{call['index']}.{kind}"
+        if key not in want or key not in got:
+            if (key in want) != (key in got):
+                shape_bad.append(f"#{call['index']} (output missing on one side)")
+            continue
+        n += 1
+        if distribution:
+            axis = int(want.get(f"{call['index']}.sample_axis", np.asarray(0)))
+            c = compare_distribution(got[key], want[key], axis)
+        else:
+            c = compare(got[key], want[key])
+        if not c.shape_ok:
+            shape_bad.append(f"#{call['index']} {got[key].shape} vs {want[key].shape}")
+            continue
+        if c.nan_mismatch:
+            nan_bad.append(f"#{call['index']} ({c.nan_mismatch} positions)")
+        if c.rel_l2 > worst or not worst_call:
+            worst, worst_call = c.rel_l2, f"#{call['index']}"
+    if n == 0 and not shape_bad:
+        return None
+    ok = worst <= bound and not nan_bad and not shape_bad
+    return FidelityCheck(what, bound, n, worst, worst_call, nan_bad, shape_bad, ok)
+
+
+def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_version: str, *,
+                   size: str = "tiny", calls: int = 24, seed: int = 0, weights: str | None = None,
+                   device: str = "cpu", mode: str | None = None, analysis_backend: str = "eager",
+                   extra_logs: tuple[str, ...] = (), timeout: int = 7200,
+                   progress=lambda msg: None) -> tuple[TrafficReport, dict[str, str]]:
+    spec = ps.traffic
+    if spec is None:
+        raise BadInput(f"the {ps.model} patch set declares no traffic budget (PatchSet.traffic); "
+                       "verify --traffic has nothing to hold it to")
+    if device.startswith("cuda") or mode == "reduce-overhead":
+        import torch
+
+        if not torch.cuda.is_available():
+            what = f"--device {device}" if device.startswith("cuda") else f"--mode {mode}"
+            raise EnvironmentProblem(f"{what}: not applicable on this machine (torch sees no CUDA device); "
+                                     "nothing was run, and this is not a pass")
+    if calls < 1:
+        raise BadInput("--calls must be at least 1")
+    up_tree, pa_tree = Path(upstream_tree).resolve(), Path(patched_tree).resolve()
+    progress(f"{ps.model} upstream: {calls} calls eager, then compiled with the {analysis_backend} backend")
+    up_data, up_arrays, up_log = _run(ps, up_tree, "upstream", "eager,compiled", size=size, calls=calls, seed=seed,
+                                      weights=weights, device=device, backend=analysis_backend, mode=None,
+                                      extra_logs=extra_logs, timeout=timeout)
+    progress(f"{ps.model} patched: {calls} calls eager, compiled (inductor{f', {mode}' if mode else ''}), "
+             "then a steady pass under fail_on_recompile")
+    pa_data, pa_arrays, pa_log = _run(ps, pa_tree, "patched", "eager,compiled,steady", size=size, calls=calls,
+                                      seed=seed, weights=weights, device=device, backend="inductor", mode=mode,
+                                      extra_logs=extra_logs, timeout=timeout)
+    up = _variant("upstream", up_data, up_log, up_tree, spec)
+    pa = _variant("patched", pa_data, pa_log, pa_tree, spec)
+    call_list = pa_data["calls"]
+
+    checks = [
+        _check("patched eager vs upstream eager (deterministic outputs)", spec.eager_rtol, pa_arrays["eager"],
+               up_arrays["eager"], call_list, "point"),
+        _check("patched eager vs upstream eager (sampled paths, same seed)", spec.eager_rtol, pa_arrays["eager"],
+               up_arrays["eager"], call_list, "samples"),
+        _check("patched compiled vs patched eager (deterministic outputs)", spec.compiled_rtol,
+               pa_arrays["compiled"], pa_arrays["eager"], call_list, "point"),
+        _check("patched compiled vs patched eager (sampled paths: 10/50/90% quantiles)", spec.sample_rtol,
+               pa_arrays["compiled"], pa_arrays["eager"], call_list, "samples", distribution=True),
+    ]
+    fidelity = [c for c in checks if c is not None]
+
+    failures: list[str] = []
+    failures += spec.budget_problems()
+    failures += hazard_failures(ps, up.graph_breaks, up.recompiles, up.recompile_limit_hit)
+    for u in pa.units:
+        if u.budget is None:
+            failures.append(f"compiled unit {u.name!r} has no graph budget in the {ps.model} patch set")
+        elif not u.within_budget:
+            failures.append(f"{u.name}: {u.graphs} graphs over the profile, budget {u.budget}")
+    missing = sorted(set(spec.graph_budget) - {u.name for u in pa.units})
+    if missing:
+        failures.append(f"budgeted unit(s) {', '.join(missing)} were never compiled by the harness")
+    if pa.graph_breaks:
+        failures.append(f"patched tree has {pa.graph_breaks} graph break(s) over the profile")
+    if pa.recompile_limit_hit:
+        names = ", ".join(s["function"] for s in pa.limit_sites) or "a function"
+        failures.append(f"patched {names} hit the recompile limit (Dynamo silently fell back to eager)")
+    if not pa.steady_ok:
+        failures.append(f"steady pass recompiled or failed: {pa.steady_error or 'not run'}")
+    for e in pa.call_errors[:3]:
+        failures.append(f"patched {e['phase']} call {e['call']} raised {e['error']}")
+    if len(pa.call_errors) > 3:
+        failures.append(f"... and {len(pa.call_errors) - 3} more patched call error(s) (see call_errors)")
+    for e in up.call_errors:
+        if e["phase"] == "eager":
+            failures.append(f"upstream eager call {e['call']} raised {e['error']} (the profile must be valid input)")
+    for c in fidelity:
+        if not c.ok:
+            detail = []
+            if c.worst_rel > c.bound:
+                detail.append(f"worst relative L2 {c.worst_rel:.3g} at {c.worst_call} > {c.bound:g}")
+            if c.nan_mismatch_calls:
+                detail.append(f"NaN placement differs at {', '.join(c.nan_mismatch_calls[:3])}")
+            if c.shape_mismatch_calls:
+                detail.append(f"shapes differ at {', '.join(c.shape_mismatch_calls[:3])}")
+            failures.append(f"{c.what}: {'; '.join(detail)}")
+    if not any(c.what.startswith("patched eager vs upstream eager") for c in fidelity):
+        failures.append("no output to compare: the harness returned neither point forecasts nor samples")
+
+    eager_p50 = pa.eager.get("p50_s")
+    steady_p50 = (pa.steady or {}).get("p50_s")
+    latency = {
+        "upstream_eager": up.eager, "patched_eager": pa.eager, "patched_compiled_cold": pa.compiled,
+        "patched_steady": pa.steady,
+        "steady_speedup_vs_patched_eager": (eager_p50 / steady_p50) if eager_p50 and steady_p50 else None,
+        "steady_speedup_vs_upstream_eager": (up.eager["p50_s"] / steady_p50) if steady_p50 else None,
+    }
+    report = TrafficReport(
+        model=ps.model, torch_version=pa_data["torch_version"], upstream_version=upstream_version, device=device,
+        mode=mode or "default", size=size, parameters=int(pa_data["parameters"]), seed=seed, calls=call_list,
+        ranges=pa_data["ranges"], describe=pa_data["describe"], upstream=up, patched=pa, fidelity=fidelity,
+        hazards_claimed=list(ps.hazards), hazards_shown=hazards_shown(up.graph_breaks, up.recompiles,
+                                                                       up.recompile_limit_hit),
+        latency=latency, ok=not failures, failures=failures, sample_note=spec.sample_note,
+    )
+    return report, {"upstream": up_log, "patched": pa_log}
+
+
+def render(report: TrafficReport) -> str:
+    r = report
+    lines = [f"{r.model} {r.upstream_version[:12]} | size {r.size} ({r.parameters:,} parameters) | torch "
+             f"{r.torch_version} | device {r.device} | mode {r.mode}",
+             f"traffic: {len(r.calls)} calls, seed {r.seed}: "
+             + ", ".join(f"{k} {v[0]}-{v[1]}" for k, v in r.ranges.items()
+                         if k in ("batch", "history", "horizon", "variates", "samples") and v[1]),
+             ""]
+    lines.append(f"{'variant':9s} {'backend':22s} {'breaks':>6s} {'graphs':>6s} {'recompiles':>10s} "
+                 f"{'limit hit':>9s} {'steady':>7s}")
+    for v in (r.upstream, r.patched):
+        steady = "n/a" if v.steady is None else ("ok" if v.steady_ok else "FAIL")
+        lines.append(f"{v.label:9s} {v.backend:22s} {v.graph_breaks:6d} {v.graphs:6d} {v.recompiles:10d} "
+                     f"{'YES' if v.recompile_limit_hit else 'no':>9s} {steady:>7s}")
+    lines.append("")
+    lines.append("graphs per compiled unit (patched):")
+    for u in r.patched.units:
+        phases = f" ({', '.join(u.phases)})" if u.phases else ""
+        lines.append(f"  {u.name}{phases}: {u.graphs} / budget {u.budget}{'' if u.within_budget else '  OVER'}")
+    for v in (r.upstream, r.patched):
+        for s in v.recompile_sites[:6]:
+            lines.append(f"  {v.label} recompile {s['count']}x {s['function']} at {s['site']}: {s['reason']}")
+        for s in v.limit_sites:
+            lines.append(f"  {v.label} RECOMPILE LIMIT {s['function']} at {s['site']}: last {s['reason']}")
+    lines.append("")
+    lines.append("fidelity (relative L2 per call, worst call; NaN positions must match):")
+    for c in r.fidelity:
+        lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.what}: {c.worst_rel:.2e} at {c.worst_call} "
+                     f"(bound {c.bound:g}, {c.calls} calls)")
+    lat = r.latency
+
+    def ms(d, key="p50_s"):
+        return "-" if not d or d.get(key) is None or not math.isfinite(d.get(key)) else f"{d[key] * 1000:.1f}"
+
+    lines += ["", "latency per call, ms (p50 / p95):",
+              f"  upstream eager {ms(lat['upstream_eager'])} / {ms(lat['upstream_eager'], 'p95_s')}"
+              f" | patched eager {ms(lat['patched_eager'])} / {ms(lat['patched_eager'], 'p95_s')}"
+              f" | patched compiled, steady {ms(lat['patched_steady'])} / {ms(lat['patched_steady'], 'p95_s')}",
+              f"  first (cold) compiled pass: {(lat['patched_compiled_cold'].get('wall_s') or 0):.1f} s for "
+              f"{len(r.calls)} calls, compile included"]
+    lines += ["", "hazard shown by upstream: " + (", ".join(r.hazards_shown) or "none")
+              + f" (claimed: {', '.join(r.hazards_claimed) or 'none'})", ""]
+    lines.append("OK" if r.ok else "FAILED: " + "; ".join(r.failures))
+    return "\n".join(lines)
