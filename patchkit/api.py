@@ -88,11 +88,20 @@ def verify_traffic(model: str, *, root: str | Path | None = None, size: str = "t
 
 def bench(model: str, *, root: str | Path | None = None, modes: tuple[str, ...] = ("eager", "default",
           "reduce-overhead", "max-autotune"), dtypes: tuple[str, ...] = ("float32",), batch: int = 8, runs: int = 10,
-          device: str = "cpu", warm_start: bool = True, progress=lambda msg: None):
-    from .bench import bench as _bench
+          device: str = "cpu", warm_start: bool = True, size: str = "tiny", weights: str | None = None,
+          traffic: bool = False, calls: int = 24, seed: int = 0, progress=lambda msg: None):
+    import dataclasses
+
+    from .bench import bench as _bench, bench_traffic
 
     ws = workspace(root)
     ps = patches.get(model)
+    check_size_and_weights(model, size, weights)
     version = _require_applied(ws, ps)
-    return _bench(ps, ws.pristine(model), ws.patched(model), version, modes=modes, dtypes=dtypes, batch=batch,
-                  runs=runs, device=device, warm_start=warm_start, progress=progress)
+    rep = _bench(ps, ws.pristine(model), ws.patched(model), version, modes=modes, dtypes=dtypes, batch=batch,
+                 runs=runs, device=device, warm_start=warm_start, size=size, weights=weights, progress=progress)
+    if traffic:
+        t = bench_traffic(ps, ws.pristine(model), ws.patched(model), size=size, calls=calls, seed=seed,
+                          weights=weights, device=device, progress=progress)
+        rep = dataclasses.replace(rep, traffic=t)
+    return rep

@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,20 +57,26 @@ class BenchReport:
     runs: int
     rows: list[BenchRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    size: str = "tiny"
+    parameters: int | None = None
+    traffic: "TrafficBench | None" = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _run_row(model: str, tree: Path, variant: str, mode: str, dtype: str, *, batch: int, runs: int, device: str,
-             cache_dir: Path, warm: bool = False, timeout: int = 1800) -> tuple[BenchRow, dict | None]:
+             cache_dir: Path, warm: bool = False, timeout: int = 3600, size: str = "tiny",
+             weights: str | None = None) -> tuple[BenchRow, dict | None]:
     env = {**os.environ, "TORCH_LOGS": "graph_breaks,recompiles", "PYTHONUNBUFFERED": "1",
            "TORCHINDUCTOR_CACHE_DIR": str(cache_dir), "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
            "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
     with tempfile.TemporaryDirectory(prefix="patchkit-bench-") as tmp:
         out = Path(tmp) / "row.json"
         cmd = [sys.executable, "-m", "patchkit.bench_runner", model, str(tree), mode, dtype, str(out),
-               "--batch", str(batch), "--runs", str(runs), "--device", device]
+               "--batch", str(batch), "--runs", str(runs), "--device", device, "--size", size]
+        if weights:
+            cmd += ["--weights", weights]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp)
         if proc.returncode != 0 or not out.exists():
             lines = [x for x in proc.stderr.strip().splitlines() if x.strip()]
@@ -89,7 +96,7 @@ def _run_row(model: str, tree: Path, variant: str, mode: str, dtype: str, *, bat
 def bench(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_version: str, *,
           modes: tuple[str, ...] = ("eager", "default", "reduce-overhead", "max-autotune"),
           dtypes: tuple[str, ...] = ("float32",), batch: int = 8, runs: int = 10, device: str = "cpu",
-          warm_start: bool = True, tolerance: float | None = None,
+          warm_start: bool = True, tolerance: float | None = None, size: str = "tiny", weights: str | None = None,
           progress: Callable[[str], None] = lambda msg: None) -> BenchReport:
     bad = [m for m in modes if m not in KNOWN_MODES]
     if bad:
@@ -120,7 +127,7 @@ def bench(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_versio
             progress(f"{label}: running ({time.perf_counter() - started:.0f} s elapsed)")
             cache = cache_root / f"{variant}-{mode}-{dtype}"
             row, data = _run_row(ps.model, tree, variant, mode, dtype, batch=batch, runs=runs, device=device,
-                                 cache_dir=cache)
+                                 cache_dir=cache, size=size, weights=weights)
             if data:
                 payloads[len(rows)] = data
                 torch_version = data["torch_version"]
@@ -138,7 +145,7 @@ def bench(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_versio
                          "(fresh process, inductor cache kept)")
                 row, data = _run_row(ps.model, tree, variant, best.mode, best.dtype, batch=batch, runs=runs,
                                      device=device, cache_dir=cache_root / f"{variant}-{best.mode}-{best.dtype}",
-                                     warm=True)
+                                     warm=True, size=size, weights=weights)
                 if data:
                     payloads[len(rows)] = data
                 rows.append(row)
@@ -163,8 +170,9 @@ def bench(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_versio
     notes.append(f"mae: mean over {len(b['names'])} series of MAE / std(context); mae_diff against upstream eager "
                  f"{dtypes[0]} (tolerance {tol:g})")
     notes.append("spread_s: inter-quartile range of the timed runs; first_call_s includes compilation")
+    parameters = next((payloads[i].get("parameters") for i in sorted(payloads)), None)
     return BenchReport(ps.model, upstream_version, torch_version, device, _dt.date.today().isoformat(), batch, runs,
-                       final, notes)
+                       final, notes, size=size, parameters=parameters)
 
 
 def _short(r: BenchRow) -> str:
@@ -186,8 +194,9 @@ def render_table(rep: BenchReport, markdown: bool = False) -> str:
         rows.append([r.variant, mode, r.dtype, f"{r.first_call_s:.2f}", f"{r.median_s * 1000:.1f}",
                      f"{r.spread_s * 1000:.1f}", str(r.graphs), str(r.graph_breaks), str(r.recompiles),
                      f"{r.peak_mem_mb:.0f}", "-" if r.mae_diff is None else f"{r.mae_diff:.1e}"])
-    title = (f"{rep.model} {rep.upstream_version[:12]} | torch {rep.torch_version} | device {rep.device} | "
-             f"batch {rep.batch} | {rep.runs} timed runs | {rep.date}")
+    params = f" ({rep.parameters:,} parameters)" if rep.parameters else ""
+    title = (f"{rep.model} {rep.upstream_version[:12]} | size {rep.size}{params} | torch {rep.torch_version} | "
+             f"device {rep.device} | batch {rep.batch} | {rep.runs} timed runs | {rep.date}")
     if markdown:
         out = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(row) + " |" for row in rows]
@@ -222,3 +231,128 @@ def plot(rep: BenchReport, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# -- traffic row: what a service pays over a varied stream of calls, compile included -------------------
+@dataclass(frozen=True)
+class TrafficRow:
+    variant: str  # upstream | patched
+    mode: str  # eager | compiled (cold cache) | compiled (warm cache)
+    total_s: float  # the whole profile, compile included
+    per_call_s: list[float]
+    steady_per_call_s: list[float] | None = None
+    steady_p50_s: float | None = None
+    graphs: int | None = None
+    errors: int = 0
+
+
+@dataclass(frozen=True)
+class TrafficBench:
+    calls: int
+    seed: int
+    rows: list[TrafficRow]
+    #: calls after which the compiled variant has cost less in total than upstream eager (None: never)
+    break_even_cold: int | None
+    break_even_warm: int | None
+    #: the same against patched eager
+    break_even_cold_vs_patched_eager: int | None
+    break_even_warm_vs_patched_eager: int | None
+    note: str = ""
+
+
+def break_even(eager: list[float], compiled: list[float], steady: list[float], limit: int = 10_000_000) -> int | None:
+    """Smallest n such that n calls cost no more compiled than eager.
+
+    Calls 1..N are the profile (``compiled`` includes compiling); after it the
+    profile repeats, each call costing its ``steady`` time compiled and its
+    ``eager`` time eager.  None when compiled never catches up.
+    """
+    n = len(eager)
+    if not n or len(compiled) != n or len(steady) != n:
+        return None
+    gap = 0.0
+    for i in range(n):
+        gap += compiled[i] - eager[i]
+        if gap <= 0:
+            return i + 1
+    gain = sum(eager) - sum(steady)  # per further cycle of the profile
+    if gain <= 0:
+        return None
+    cycles = max(0, int(gap // gain) - 1)
+    gap -= cycles * gain
+    calls = n + cycles * n
+    while calls < limit:
+        for i in range(n):
+            gap -= eager[i] - steady[i]
+            calls += 1
+            if gap <= 0:
+                return calls
+    return None
+
+
+def bench_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size: str = "tiny", calls: int = 24,
+                  seed: int = 0, weights: str | None = None, device: str = "cpu",
+                  progress: Callable[[str], None] = lambda msg: None) -> TrafficBench:
+    """The traffic profile's total wall time per variant, each run in a fresh process.
+
+    upstream eager; patched eager; patched compiled on an empty inductor cache
+    (cold) and again in a new process over the cache the cold run filled (warm).
+    Each compiled run is followed by a steady pass (new data, no compiling).
+    """
+    from .verify.traffic_report import _run
+
+    cache = Path(tempfile.mkdtemp(prefix="patchkit-traffic-cache-"))
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(cache), "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+           "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
+    plan = [("upstream", Path(upstream_tree), "eager", "eager"), ("patched", Path(patched_tree), "eager", "eager"),
+            ("patched", Path(patched_tree), "compiled (cold cache)", "compiled,steady"),
+            ("patched", Path(patched_tree), "compiled (warm cache)", "compiled,steady")]
+    rows: list[TrafficRow] = []
+    try:
+        for i, (variant, tree, mode, passes) in enumerate(plan, 1):
+            progress(f"[traffic {i}/{len(plan)}] {variant} {mode}: {calls} calls")
+            data, _, _ = _run(ps, tree.resolve(), variant, passes, size=size, calls=calls, seed=seed,
+                              weights=weights, device=device, backend="inductor", mode=None, extra_logs=(),
+                              timeout=7200, extra_env=env)
+            first = data["passes"]["eager" if passes == "eager" else "compiled"]
+            steady = data["passes"].get("steady")
+            rows.append(TrafficRow(
+                variant, mode, float(sum(first["times_s"])), first["times_s"],
+                steady_per_call_s=steady["times_s"] if steady else None,
+                steady_p50_s=float(statistics.median(steady["times_s"])) if steady else None,
+                graphs=sum(data.get("unit_graphs", {}).values()) if steady else None,
+                errors=len(first["errors"]) + (len(steady["errors"]) if steady else 0),
+            ))
+            progress(f"      -> {rows[-1].total_s:.1f} s")
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    up_eager, pa_eager, cold, warm = rows
+
+    def be(ref: TrafficRow, row: TrafficRow) -> int | None:
+        if row.errors or ref.errors:
+            return None
+        return break_even(ref.per_call_s, row.per_call_s, row.steady_per_call_s or [])
+
+    return TrafficBench(calls, seed, rows, be(up_eager, cold), be(up_eager, warm), be(pa_eager, cold),
+                        be(pa_eager, warm),
+                        note="break-even: calls after which compiled has cost less in total than eager, the profile "
+                             "repeating at steady compiled cost after its first pass")
+
+
+def render_traffic(t: TrafficBench, markdown: bool = False) -> str:
+    header = ["variant", "mode", f"profile total s ({t.calls} calls)", "steady p50 ms", "graphs", "errors"]
+    rows = [[r.variant, r.mode, f"{r.total_s:.1f}", "-" if r.steady_p50_s is None else f"{r.steady_p50_s * 1000:.1f}",
+             "-" if r.graphs is None else str(r.graphs), str(r.errors)] for r in t.rows]
+
+    def fmt(n: int | None) -> str:
+        return "never" if n is None else str(n)
+
+    tail = [f"break-even vs upstream eager: cold {fmt(t.break_even_cold)} calls, warm {fmt(t.break_even_warm)} calls; "
+            f"vs patched eager: cold {fmt(t.break_even_cold_vs_patched_eager)}, "
+            f"warm {fmt(t.break_even_warm_vs_patched_eager)}", t.note]
+    if markdown:
+        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(out + [""] + tail) + "\n"
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    return "\n".join(["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *rows]] + tail) + "\n"

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--weights")
+    ap.add_argument("--size", default="tiny")
     args = ap.parse_args(argv)
 
     tree = Path(args.tree).resolve()
@@ -43,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     from patchkit.verify.runner import dynamo_counts, load_harness
 
     ps = patches.get(args.model)
-    harness = load_harness(ps.harness)(tree, weights=args.weights, seed=0, device=args.device)
-    out: dict = {"torch_version": torch.__version__, "device": args.device}
+    harness = load_harness(ps.harness)(tree, weights=args.weights, seed=0, device=args.device, size=args.size)
+    out: dict = {"torch_version": torch.__version__, "device": args.device, "size": args.size}
+    try:
+        out["parameters"] = harness.parameter_count()
+    except NotImplementedError:
+        out["parameters"] = None
     harness.to_dtype(args.dtype)
     if args.mode == "eager":
         compile_fn = eager

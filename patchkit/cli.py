@@ -294,11 +294,21 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda when a GPU is present.")
 @click.option("--warm-start/--no-warm-start", default=True, show_default=True,
               help="Add a row per variant: a fresh process over the kept inductor cache.")
+@click.option("--size", type=click.Choice(["tiny", "real"]), default="tiny", show_default=True,
+              help="tiny: small seeded models; real: the published architecture with seeded random weights.")
+@click.option("--weights", help="A local checkpoint directory (kronos: MODEL_DIR,TOKENIZER_DIR).")
+@click.option("--traffic", is_flag=True,
+              help="Add the traffic row: the whole traffic profile's wall time (compile included) for upstream "
+                   "eager, patched eager, patched compiled on a cold and on a warm inductor cache, and the "
+                   "break-even call count.")
+@click.option("--calls", type=click.IntRange(1), default=24, show_default=True, help="--traffic: calls in the profile.")
+@click.option("--seed", type=int, default=0, show_default=True, help="--traffic: profile and data seed.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write rows as JSON.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the table as Markdown.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG plot.")
 @click.pass_obj
 def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: int, device: str, warm_start: bool,
+          size: str, weights: str | None, traffic: bool, calls: int, seed: int,
           json_path: Path | None, md_path: Path | None, plot_path: Path | None) -> None:
     """Latency per compile mode, upstream vs patched, each row in a fresh process.
 
@@ -310,20 +320,25 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
     Examples:
       patchkit bench chronos2 --modes eager,default --runs 20 --plot chronos2.png
       patchkit bench toto --dtype float32,bfloat16 --json toto-bench.json
+      patchkit bench chronos2 --size real --modes eager,default --traffic --runs 5
     """
     import torch
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise errors.EnvironmentProblem("--device cuda asked for, but torch sees no CUDA device")
     rep = api.bench(model, root=opts.root, modes=_csv(modes), dtypes=_csv(dtypes), batch=batch, runs=runs,
-                    device=device, warm_start=warm_start, progress=lambda msg: click.echo(msg, err=True))
+                    device=device, warm_start=warm_start, size=size, weights=weights, traffic=traffic, calls=calls,
+                    seed=seed, progress=lambda msg: click.echo(msg, err=True))
     from . import bench as bench_mod
 
     click.echo(bench_mod.render_table(rep))
+    if rep.traffic:
+        click.echo(bench_mod.render_traffic(rep.traffic))
     if json_path:
         json_path.write_text(json.dumps(rep.to_json(), indent=2) + "\n")
     if md_path:
-        md_path.write_text(bench_mod.render_table(rep, markdown=True))
+        md_path.write_text(bench_mod.render_table(rep, markdown=True)
+                           + ("\n" + bench_mod.render_traffic(rep.traffic, markdown=True) if rep.traffic else ""))
     if plot_path:
         bench_mod.plot(rep, plot_path)
         click.echo(f"plot written to {plot_path}")

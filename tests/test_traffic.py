@@ -88,3 +88,33 @@ def test_traffic_verify_fails_budget_limit_drift_and_a_vacuous_workload(tmp_path
     assert "net: " in joined and "budget 2" in joined
     assert "hit the recompile limit" in joined and report.patched.limit_sites
     assert "patched eager vs upstream eager (deterministic outputs): worst relative L2" in joined
+
+
+def test_break_even_counts_calls_until_compiled_has_cost_less():
+    from patchkit.bench import break_even
+
+    eager = [1.0, 1.0, 1.0]
+    assert break_even(eager, [0.5, 0.5, 0.5], [0.5] * 3) == 1  # compiled is cheaper from the first call
+    # 10 s of compiling on the first call, then 0.5 s a call: 10.5 + 0.5 + 0.5 = 11.5 vs 3 after the profile,
+    # 8.5 s behind; each further call gains 0.5 s -> 17 more calls
+    assert break_even(eager, [10.5, 0.5, 0.5], [0.5] * 3) == 3 + 17
+    assert break_even(eager, [10.5, 0.5, 0.5], [1.0] * 3) is None  # steady no faster: never
+    assert break_even(eager, [10.5, 0.5, 0.5], [2.0] * 3) is None
+
+
+@pytest.mark.slow
+def test_bench_traffic_row_cold_then_warm_cache(tmp_path: Path, fixture_env):
+    from patchkit.bench import bench_traffic, render_traffic
+
+    up = traffic_fixture.write_tree(tmp_path / "up", "upstream")
+    pa = traffic_fixture.write_tree(tmp_path / "pa", "patched")
+    t = bench_traffic(traffic_fixture.PATCHSET, up, pa, calls=6)
+    rows = {(r.variant, r.mode): r for r in t.rows}
+    assert set(rows) == {("upstream", "eager"), ("patched", "eager"), ("patched", "compiled (cold cache)"),
+                         ("patched", "compiled (warm cache)")}
+    for r in t.rows:
+        assert r.errors == 0 and len(r.per_call_s) == 6 and r.total_s > 0
+    cold, warm = rows[("patched", "compiled (cold cache)")], rows[("patched", "compiled (warm cache)")]
+    assert cold.graphs == warm.graphs == 2 and len(cold.steady_per_call_s) == 6
+    text = render_traffic(t)
+    assert "break-even vs upstream eager" in text and "compiled (warm cache)" in text

@@ -97,9 +97,10 @@ def run_variant(
 
 
 def run_logged(cmd: list[str], *, model: str, label: str, tree: Path, logs: str, timeout: int, cwd: str | Path,
-               expect: Path) -> subprocess.CompletedProcess:
+               expect: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run a verify subprocess with ``TORCH_LOGS`` set; turn its failure into one patchkit error."""
-    env = {**os.environ, "TORCH_LOGS": logs, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "TORCH_LOGS": logs, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+           **(extra_env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
     if proc.returncode != 0 or not expect.exists():
         missing = re.findall(r"ModuleNotFoundError: No module named '([^']+)'", proc.stderr)

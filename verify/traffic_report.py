@@ -110,7 +110,8 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 
 
 def _run(ps: PatchSet, tree: Path, label: str, passes: str, *, size: str, calls: int, seed: int, weights: str | None,
-         device: str, backend: str, mode: str | None, extra_logs: tuple[str, ...], timeout: int):
+         device: str, backend: str, mode: str | None, extra_logs: tuple[str, ...], timeout: int,
+         extra_env: dict[str, str] | None = None):
     logs = ",".join(dict.fromkeys((*ALWAYS_LOGS, *extra_logs)))
     with tempfile.TemporaryDirectory(prefix=f"patchkit-traffic-{label}-") as tmp:
         out = Path(tmp) / "out"
@@ -122,7 +123,7 @@ def _run(ps: PatchSet, tree: Path, label: str, passes: str, *, size: str, calls:
         if weights:
             cmd += ["--weights", weights]
         proc = run_logged(cmd, model=ps.model, label=label, tree=tree, logs=logs, timeout=timeout, cwd=tmp,
-                          expect=out / "traffic.json")
+                          expect=out / "traffic.json", extra_env=extra_env)
         data = json.loads((out / "traffic.json").read_text())
         arrays = {name: _load(out / f"{name}.npz") for name in ("eager", "compiled")}
     return data, arrays, proc.stderr
