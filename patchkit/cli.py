@@ -348,26 +348,50 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
 @click.argument("reports", nargs=-1, required=True)
 @click.option("--suffix", default="", help="Appended to each REPORTS argument (for shell loops).")
 def report(reports: tuple[str, ...], suffix: str) -> None:
-    """Summarise verify JSON reports in one table; exit 1 if any is missing or failed.
+    """Summarise verify JSON reports (plain or --traffic) in one table; exit 1 if any is missing or failed.
 
     \b
     Example:
       patchkit report reports/chronos2.verify.json reports/toto.verify.json
+      patchkit report reports/chronos2 reports/toto --suffix .traffic.json
     """
-    rows = [("model", "upstream", "breaks up->patched", "recompiles up->patched", "fullgraph", "MAE diff", "result")]
-    failed = False
-    torch_version = None
+    loaded = []
     for name in reports:
         path = Path(name + suffix)
-        if not path.exists():
-            rows.append((path.stem.split(".")[0], "-", "-", "-", "-", "-", "NO REPORT"))
+        loaded.append((path, json.loads(path.read_text()) if path.exists() else None))
+    traffic = any(r and "units" in r.get("patched", {}) for _, r in loaded)
+    if traffic:
+        rows = [("model", "size", "calls", "graphs up->patched", "patched units (graphs/budget)", "limit hit",
+                 "steady", "eager match", "compiled drift", "result")]
+    else:
+        rows = [("model", "upstream", "breaks up->patched", "recompiles up->patched", "fullgraph", "MAE diff",
+                 "result")]
+    failed = False
+    torch_version = None
+    for path, r in loaded:
+        if r is None:
+            rows.append((path.stem.split(".")[0], *["-"] * (len(rows[0]) - 2), "NO REPORT"))
             failed = True
             continue
-        r = json.loads(path.read_text())
-        up, pa, mae = r["upstream"], r["patched"], r.get("mae") or {}
-        rows.append((r["model"], r["upstream_version"][:12], f"{up['graph_breaks']} -> {pa['graph_breaks']}",
-                     f"{up['recompiles']} -> {pa['recompiles']}", "ok" if pa["fullgraph_ok"] else "FAIL",
-                     f"{mae.get('abs_diff', float('nan')):.2g}", "OK" if r["ok"] else "FAILED"))
+        up, pa = r["upstream"], r["patched"]
+        if traffic:
+            checks = {c["what"].split(" (")[0]: c for c in r["fidelity"]}
+
+            def worst(key: str) -> str:
+                c = checks.get(key)
+                return "-" if c is None else f"{c['worst_rel']:.1e}{'' if c['ok'] else ' FAIL'}"
+
+            units = ", ".join(f"{u['name']} {u['graphs']}/{u['budget']}" for u in pa["units"])
+            rows.append((r["model"], r["size"], str(len(r["calls"])), f"{up['graphs']} -> {pa['graphs']}", units,
+                         f"{'YES' if up['recompile_limit_hit'] else 'no'} -> "
+                         f"{'YES' if pa['recompile_limit_hit'] else 'no'}",
+                         "ok" if pa["steady_ok"] else "FAIL", worst("patched eager vs upstream eager"),
+                         worst("patched compiled vs patched eager"), "OK" if r["ok"] else "FAILED"))
+        else:
+            mae = r.get("mae") or {}
+            rows.append((r["model"], r["upstream_version"][:12], f"{up['graph_breaks']} -> {pa['graph_breaks']}",
+                         f"{up['recompiles']} -> {pa['recompiles']}", "ok" if pa["fullgraph_ok"] else "FAIL",
+                         f"{mae.get('abs_diff', float('nan')):.2g}", "OK" if r["ok"] else "FAILED"))
         failed |= not r["ok"]
         torch_version = r["torch_version"]
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]

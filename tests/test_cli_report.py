@@ -27,3 +27,19 @@ def test_report_table_and_exit_codes(tmp_path: Path, capsys):
     assert code == errors.EXIT_VERIFY_FAILED and "FAILED" in out
     code, out, _ = run_cli(capsys, "report", str(tmp_path / "missing"), "--suffix", ".verify.json")
     assert code == errors.EXIT_VERIFY_FAILED and "NO REPORT" in out
+
+
+def test_report_reads_traffic_reports(tmp_path: Path, capsys):
+    unit = {"name": "backbone", "graphs": 3, "budget": 4}
+    variant = {"graphs": 4, "recompile_limit_hit": False, "steady_ok": True, "units": [unit]}
+    path = tmp_path / "t.traffic.json"
+    path.write_text(json.dumps({
+        "model": "toto", "size": "real", "calls": [{}] * 24, "torch_version": "2.13.0+cpu", "ok": True,
+        "upstream": {**variant, "graphs": 40, "recompile_limit_hit": True}, "patched": variant,
+        "fidelity": [{"what": "patched eager vs upstream eager (deterministic outputs)", "worst_rel": 0.0, "ok": True},
+                     {"what": "patched compiled vs patched eager (deterministic outputs)", "worst_rel": 2e-6,
+                      "ok": True}],
+    }))
+    code, out, _ = run_cli(capsys, "report", str(path))
+    assert code == 0
+    assert "40 -> 4" in out and "backbone 3/4" in out and "YES -> no" in out and "2.0e-06" in out
