@@ -10,13 +10,15 @@ pipeline forward pays for it.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from patchkit.patchset import PatchSet, PipSource, Step, UpstreamTests
-from patchkit.verify.harness import CompileFn, Harness, Series
+from patchkit.patchset import PatchSet, PipSource, Step, TrafficSpec, UpstreamTests
+from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series
+from patchkit.verify.traffic import TrafficRanges
 
 PATCHSET = PatchSet(
     model="chronos2",
@@ -49,11 +51,28 @@ PATCHSET = PatchSet(
         },
     ),
     mae_tolerance=1e-3,
+    hazards=("graph_breaks",),
+    traffic=TrafficSpec(graph_budget={"model": 2}, phases={"model": ("forecast",)}),
 )
+
+
+#: amazon/chronos-2 as published (d_model 768, 12 layers, 12 heads; 119,477,664 parameters)
+REAL_CONFIG: dict[str, Any] = dict(
+    d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12, dropout_rate=0.1, feed_forward_proj="relu",
+    rope_theta=10000.0,
+    chronos_config=dict(
+        context_length=8192, time_encoding_scale=8192, input_patch_size=16, input_patch_stride=16,
+        output_patch_size=16, max_output_patches=64,
+        quantiles=[0.01, 0.05, *[round(0.1 + 0.05 * i, 2) for i in range(17)], 0.95, 0.99],
+        use_reg_token=True, use_arcsinh=True,
+    ),
+)
+REAL_PARAMETERS = 119_477_664
 
 
 class Chronos2Harness(Harness):
     model = "chronos2"
+    sizes = ("tiny", "real")
     context_length = 256
     horizon = 32
 
@@ -69,6 +88,9 @@ class Chronos2Harness(Harness):
         if weights:
             self.weights_source = str(weights)
             model = Chronos2Model.from_pretrained(weights)
+        elif size == "real":
+            self.weights_source = f"amazon/chronos-2 architecture, random init, seed {seed}"
+            model = Chronos2Model(Chronos2CoreConfig(**REAL_CONFIG))
         elif dummy.is_dir():
             self.weights_source = "upstream test checkpoint test/dummy-chronos2-model"
             model = Chronos2Model.from_pretrained(str(dummy))
@@ -87,6 +109,52 @@ class Chronos2Harness(Harness):
         quantiles = list(self.net.chronos_config.quantiles)
         self.median = int(np.argmin([abs(q - 0.5) for q in quantiles]))
         self.patch = int(self.net.chronos_config.output_patch_size)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    # -- traffic: Chronos2Pipeline.predict with the model compiled, as users run it -------------
+    def traffic_ranges(self) -> TrafficRanges:
+        cfg = self.net.chronos_config
+        one_pass = int(cfg.max_output_patches) * self.patch
+        if self.size == "real":
+            # batch 1-32, histories up to the 8192 context and past it, horizons past one pass (1024):
+            # a token budget keeps a CPU run to minutes per pass
+            return TrafficRanges(batch=(1, 32), history=(64, int(cfg.context_length)), horizon=(1, one_pass + 200),
+                                 max_context=int(cfg.context_length), single_pass_horizon=one_pass, patch=self.patch,
+                                 token_budget=8_192, options={"cross_learning": (False, False, True)})
+        # tiny (the test suite): the same regimes at small lengths; the upstream test checkpoint keeps the
+        # published chronos_config, so a horizon past 64 x 16 still unrolls autoregressively
+        return TrafficRanges(batch=(1, 8), history=(64, 700), horizon=(1, one_pass + 40), max_context=640,
+                             single_pass_horizon=one_pass, patch=self.patch, token_budget=4096,
+                             options={"cross_learning": (False, False, True)})
+
+    def serve(self, compile_fn: CompileFn):
+        import torch
+        from chronos.chronos2.pipeline import Chronos2Pipeline
+
+        pipeline = Chronos2Pipeline(model=self.net)
+        pipeline.model = compile_fn(self.net, name="model")
+        ranges = self.traffic_ranges()
+        context_length = None if self.size == "real" else ranges.max_context
+
+        def handle(call, data_seed: int) -> CallOutput:
+            rng = np.random.default_rng(data_seed)
+            series = []
+            for i in range(call.batch):
+                length = max(8, call.history - int(rng.integers(0, 24)) * (i % 3))
+                values = 100.0 + np.cumsum(rng.normal(0.0, 1.0, length))
+                if i % 4 == 3:  # a NaN gap inside the history
+                    start = int(rng.integers(0, max(1, length - 12)))
+                    values[start : start + 6] = np.nan
+                series.append(torch.tensor(values, dtype=torch.float32))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # upstream warns about horizons past its single pass
+                preds = pipeline.predict(series, prediction_length=call.horizon, context_length=context_length,
+                                         cross_learning=bool(call.options.get("cross_learning", False)))
+            return CallOutput(np.stack([p.float().cpu().numpy() for p in preds]).astype(np.float64))
+
+        return handle
 
     def to_dtype(self, dtype: str) -> None:
         import torch

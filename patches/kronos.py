@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from patchkit.patchset import GitSource, PatchSet, Step
-from patchkit.verify.harness import CompileFn, Harness, Series
+from patchkit.patchset import GitSource, PatchSet, Step, TrafficSpec
+from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series
+from patchkit.verify.traffic import TrafficRanges
 
 PIN = "67b630e67f6a18c9e9be918d9b4337c960db1e9a"
 
@@ -86,10 +87,18 @@ PATCHSET = PatchSet(
     provides=("model",),
     # decode_s1 and decode_s2 each compile a static graph, then one dynamic-length graph
     warmup_recompiles=2,
+    hazards=("recompiles", "recompile_limit"),
+    traffic=TrafficSpec(
+        graph_budget={"decode_s1": 2, "decode_s2": 2}, phases={"decode_s1": ("decode",), "decode_s2": ("decode",)},
+        sample_rtol=0.1,
+        sample_note="KronosPredictor returns the mean of sample_count top-p paths drawn eagerly from the compiled "
+                    "decoders' logits: the same seed gives the same paths unless compiled logit drift flips a drawn "
+                    "token, so compiled outputs are compared within 10% relative L2",
+    ),
     notes=(
         "Forecasts are compared with top_k=1 (greedy: the sampler keeps one token, multinomial over a "
-        "one-hot distribution is deterministic) and a fixed seed.  Random tiny weights unless --weights "
-        "names a Hugging Face model (MODEL[,TOKENIZER], default tokenizer NeoQuasar/Kronos-Tokenizer-base)."
+        "one-hot distribution is deterministic) and a fixed seed.  Seeded random weights unless --weights "
+        "names two local checkpoint directories, MODEL_DIR,TOKENIZER_DIR."
     ),
 )
 
@@ -103,7 +112,17 @@ MODEL_CONFIG: dict[str, Any] = dict(
     s1_bits=4, s2_bits=4, n_layers=2, d_model=32, n_heads=2, ff_dim=64, ffn_dropout_p=0, attn_dropout_p=0,
     resid_dropout_p=0, token_dropout_p=0, learn_te=True,
 )
-DEFAULT_TOKENIZER = "NeoQuasar/Kronos-Tokenizer-base"
+#: Kronos-small (24,741,376 parameters) with Kronos-Tokenizer-base (3,958,042), as published
+REAL_MODEL_CONFIG: dict[str, Any] = dict(
+    s1_bits=10, s2_bits=10, n_layers=8, d_model=512, n_heads=8, ff_dim=1024, ffn_dropout_p=0.0, attn_dropout_p=0.0,
+    resid_dropout_p=0.0, token_dropout_p=0.0, learn_te=True,
+)
+REAL_TOKENIZER_CONFIG: dict[str, Any] = dict(
+    d_in=6, d_model=256, n_heads=4, ff_dim=512, n_enc_layers=4, n_dec_layers=4, ffn_dropout_p=0.0,
+    attn_dropout_p=0.0, resid_dropout_p=0.0, s1_bits=10, s2_bits=10, beta=0.05, gamma0=1.0, gamma=1.1, zeta=0.05,
+    group_size=4,
+)
+REAL_PARAMETERS = 24_741_376 + 3_958_042
 
 COLUMNS = ("open", "high", "low", "close", "volume", "amount")
 
@@ -169,6 +188,7 @@ class KronosHarness(Harness):
     """
 
     model = "kronos"
+    sizes = ("tiny", "real")
     #: forecast geometry: the window grows 112 -> 128 over the first 16 decode steps (one new
     #: length per step: the regime that recompiles upstream, as Kronos-small's 512 window does
     #: for shorter look-backs), then rolls at max_context for the last 16 (the saturated path)
@@ -188,9 +208,14 @@ class KronosHarness(Harness):
 
         torch.manual_seed(self.seed)
         if self.weights:
-            model_id, _, tok_id = self.weights.partition(",")
-            tokenizer = KronosTokenizer.from_pretrained(tok_id or DEFAULT_TOKENIZER)
-            model = Kronos.from_pretrained(model_id)
+            model_dir, _, tok_dir = self.weights.partition(",")
+            if not tok_dir:
+                raise ValueError("kronos --weights takes MODEL_DIR,TOKENIZER_DIR (two local checkpoint directories)")
+            tokenizer = KronosTokenizer.from_pretrained(tok_dir)
+            model = Kronos.from_pretrained(model_dir)
+        elif self.size == "real":
+            tokenizer = KronosTokenizer(**REAL_TOKENIZER_CONFIG)
+            model = Kronos(**REAL_MODEL_CONFIG)
         else:
             tokenizer = KronosTokenizer(**TOKENIZER_CONFIG)
             model = Kronos(**MODEL_CONFIG)
@@ -200,11 +225,59 @@ class KronosHarness(Harness):
         model.decode_s2 = compile_fn(model.decode_s2)
         return tokenizer, model
 
+    def parameter_count(self) -> int:
+        tokenizer, model = self._build(lambda fn: fn)
+        return sum(p.numel() for m in (model, tokenizer) for p in m.parameters())
+
+    # -- traffic: KronosPredictor.predict / predict_batch with top-p sampling -----------------------
+    def traffic_ranges(self) -> TrafficRanges:
+        if self.size == "real":
+            # Kronos-small's 512-token window; histories past it roll the window.  On a CPU the horizons stay
+            # short (upstream eager decodes ~0.2 s a step at this size) and a token budget caps each call
+            return TrafficRanges(batch=(1, 32), history=(64, 512), horizon=(1, 48), max_context=512,
+                                 single_pass_horizon=24, samples=(1, 5), token_budget=4096)
+        return TrafficRanges(batch=(1, 4), history=(24, 80), horizon=(1, 20), max_context=64,
+                             single_pass_horizon=10, samples=(1, 5), token_budget=512)
+
+    def serve(self, compile_fn: CompileFn):
+        import pandas as pd
+        import torch
+        from model.kronos import KronosPredictor
+
+        tokenizer, model = self._build(lambda fn: fn)
+        model.decode_s1 = compile_fn(model.decode_s1, name="decode_s1")
+        model.decode_s2 = compile_fn(model.decode_s2, name="decode_s2")
+        predictor = KronosPredictor(model, tokenizer, device=self.device, max_context=self.traffic_ranges().max_context)
+
+        def handle(call, data_seed: int) -> CallOutput:
+            rng = np.random.default_rng(data_seed)
+            frames, x_times, y_times = [], [], []
+            stamps = pd.Series(pd.date_range("2024-01-02 09:30", periods=call.history + call.horizon, freq="5min"))
+            for i in range(call.batch):
+                close = 100.0 + np.cumsum(rng.normal(0.0, 1.0, call.history))
+                frames.append(pd.DataFrame(ohlcv_from_close(close, data_seed + i), columns=list(COLUMNS)))
+                x_times.append(stamps[: call.history].reset_index(drop=True))
+                y_times.append(stamps[call.history :].reset_index(drop=True))
+            kwargs = dict(T=1.0, top_k=0, top_p=0.9, sample_count=max(1, call.samples), verbose=False)
+            with torch.no_grad():
+                if call.batch == 1:
+                    preds = [predictor.predict(frames[0], x_times[0], y_times[0], call.horizon, **kwargs)]
+                else:
+                    preds = predictor.predict_batch(frames, x_times, y_times, call.horizon, **kwargs)
+            values = np.stack([p[list(COLUMNS)].to_numpy(dtype=np.float64) for p in preds])
+            # predict returns the mean over sample_count top-p paths: a random draw, so it is reported as one
+            # sample (axis 0): identical to upstream under the same seed in eager, compared on its values
+            # within sample_rtol once compiled (logit drift can flip a drawn token)
+            return CallOutput(None, values[None], 0)
+
+        return handle
+
     def describe(self) -> dict[str, Any]:
         return {
             "weights": self.weights or f"random, torch.manual_seed({self.seed})",
-            "tokenizer_config": None if self.weights else TOKENIZER_CONFIG,
-            "model_config": None if self.weights else MODEL_CONFIG,
+            "size": self.size,
+            "tokenizer_config": None if self.weights else (REAL_TOKENIZER_CONFIG if self.size == "real" else TOKENIZER_CONFIG),
+            "model_config": None if self.weights else (REAL_MODEL_CONFIG if self.size == "real" else MODEL_CONFIG),
             "compiled": "Kronos.decode_s1 and Kronos.decode_s2 (replaced on the instance)",
             "workload": (
                 f"auto_regressive_inference, contexts {list(self.workload_contexts)}, "

@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from patchkit.patchset import PatchSet, PipSource, Step, UpstreamTests
-from patchkit.verify.harness import CompileFn, Harness, Series
+from patchkit.patchset import PatchSet, PipSource, Step, TrafficSpec, UpstreamTests
+from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series
+from patchkit.verify.traffic import TrafficRanges
 
 _CACHE = "KVCache"
 
@@ -126,14 +127,35 @@ PATCHSET = PatchSet(
     mae_tolerance=1e-3,
     # the decode frame compiles twice: the prefill graph, then the one-patch decode-step graph
     warmup_recompiles=1,
+    hazards=("graph_breaks", "recompiles"),
+    traffic=TrafficSpec(
+        graph_budget={"backbone": 4}, phases={"backbone": ("prefill", "decode")},
+        sample_rtol=0.05,
+        sample_note="samples are drawn eagerly by TotoForecaster from the compiled backbone's distribution; the "
+                    "same seed gives the same draws unless compiled drift flips a mixture component, so the "
+                    "10/50/90% quantiles are compared within 5%",
+    ),
     notes="Forecasts compared on the mean of the output distribution (generate_mean, deterministic).",
 )
+
+
+#: Toto-Open-Base-1.0 as published (151,306,080 parameters); SDPA attention (xFormers is GPU-only)
+REAL_CONFIG: dict[str, Any] = dict(
+    patch_size=64, stride=64, embed_dim=768, num_layers=12, num_heads=12, mlp_hidden_dim=3072, dropout=0.1,
+    spacewise_every_n_layers=12, spacewise_first=False,
+    scaler_cls="<class 'model.scaler.CausalPatchStdMeanScaler'>",
+    output_distribution_classes=["<class 'model.distribution.MixtureOfStudentTsOutput'>"],
+    output_distribution_kwargs={"k_components": 24}, use_memory_efficient_attention=False,
+    stabilize_with_global=True, scale_factor_exponent=10.0,
+)
+REAL_PARAMETERS = 151_306_080
 
 
 class TotoHarness(Harness):
     """Tiny random-weight Toto (or a checkpoint via ``weights``) driven through TotoForecaster."""
 
     model = "toto"
+    sizes = ("tiny", "real")
     context_length = 256
     horizon = 32
     #: workload geometry: context 64 steps (8 patches of 8), then two horizons:
@@ -151,6 +173,9 @@ class TotoHarness(Harness):
         if weights:
             self.weights_source = str(weights)
             toto = Toto.from_pretrained(weights)
+        elif size == "real":
+            self.weights_source = f"Toto-Open-Base-1.0 architecture, random init, seed {seed}"
+            toto = Toto(**REAL_CONFIG)
         else:
             self.weights_source = f"random init, seed {seed}"
             toto = Toto(
@@ -169,6 +194,50 @@ class TotoHarness(Harness):
                 use_memory_efficient_attention=False,
             )
         self.backbone = toto.model.to(device).eval()
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.backbone.parameters())
+
+    # -- traffic: TotoForecaster.forecast with the backbone compiled, mean and sampled paths --------
+    def traffic_ranges(self) -> TrafficRanges:
+        stride = int(self.backbone.patch_embed.stride)
+        if self.size == "real":
+            # a service's range: up to 4096 steps of history (Toto itself has no hard limit; one in six calls
+            # goes past it), horizons past one patch (one decode step per patch), 1-8 variates; sampled paths
+            # capped at 32 on a CPU (the README example draws 256 on a GPU)
+            return TrafficRanges(batch=(1, 32), history=(64, 4096), horizon=(1, 6 * stride), max_context=4096,
+                                 single_pass_horizon=stride, variates=(1, 8), samples=(1, 32), patch=stride,
+                                 token_budget=16_384, options={"sampled": (False, True)})
+        return TrafficRanges(batch=(1, 4), history=(16, 200), horizon=(1, 5 * stride), max_context=192,
+                             single_pass_horizon=stride, variates=(1, 4), samples=(1, 8), patch=stride,
+                             token_budget=2048, options={"sampled": (False, True)})
+
+    def serve(self, compile_fn: CompileFn):
+        import torch
+        from toto.inference.forecaster import TotoForecaster
+
+        forecaster = TotoForecaster(compile_fn(self.backbone, name="backbone"))
+
+        def handle(call, data_seed: int) -> CallOutput:
+            rng = np.random.default_rng(data_seed)
+            shape = (call.batch, call.variates, call.history)
+            values = 50.0 + np.cumsum(rng.normal(0.0, 1.0, shape), axis=-1)
+            observed = np.ones(shape, dtype=bool)
+            if call.history > 8:  # a gap of missing points in one variate, masked out
+                start = int(rng.integers(0, call.history - 4))
+                observed[0, -1, start : start + 3] = False
+            sampled = bool(call.options.get("sampled")) and call.samples > 0
+            with torch.no_grad():
+                fc = forecaster.forecast(
+                    self._masked(torch.from_numpy(values).float(), torch.from_numpy(observed)),
+                    prediction_length=call.horizon, num_samples=call.samples if sampled else None,
+                    samples_per_batch=call.samples if sampled else 10, use_kv_cache=True,
+                )
+            if sampled:  # (batch, variates, horizon, samples): compared on their distribution once compiled
+                return CallOutput(None, fc.samples.float().cpu().numpy().astype(np.float64), sample_axis=-1)
+            return CallOutput(fc.mean.float().cpu().numpy().astype(np.float64))
+
+        return handle
 
     def describe(self) -> dict[str, Any]:
         bb = self.backbone

@@ -30,6 +30,15 @@ def chronos_vendored(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def toto_ws(tmp_path_factory) -> Path:
+    """A workspace with toto-ts 0.2.0 vendored from the package index and patched (shared: do not modify)."""
+    root = tmp_path_factory.mktemp("toto-ws")
+    api.vendor("toto", root=root)
+    api.apply("toto", root=root)
+    return root
+
+
 @pytest.fixture
 def chronos_ws(chronos_vendored, tmp_path) -> Path:
     """A private copy of the vendored workspace, patched."""

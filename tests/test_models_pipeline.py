@@ -15,14 +15,6 @@ from .kronos_repo import make_kronos_repo
 
 
 @pytest.fixture(scope="module")
-def toto_ws(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("toto-ws")
-    api.vendor("toto", root=root)
-    api.apply("toto", root=root)
-    return root
-
-
-@pytest.fixture(scope="module")
 def kronos_ws(tmp_path_factory):
     repo = make_kronos_repo(tmp_path_factory.mktemp("kronos-repo"))
     root = tmp_path_factory.mktemp("kronos-ws")

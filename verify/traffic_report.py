@@ -196,10 +196,32 @@ def _check(what: str, bound: float, got: dict[str, np.ndarray], want: dict[str, 
     return FidelityCheck(what, bound, n, worst, worst_call, nan_bad, shape_bad, ok)
 
 
+def compare_eager(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size: str = "tiny", calls: int = 24,
+                  seed: int = 0, weights: str | None = None, device: str = "cpu",
+                  timeout: int = 7200) -> list[FidelityCheck]:
+    """Only the eager passes: patched vs upstream through the users' entry point, call by call (no compiling)."""
+    spec = ps.traffic or TrafficSpec(graph_budget={})
+    got = {}
+    for label, tree in (("upstream", upstream_tree), ("patched", patched_tree)):
+        data, arrays, _ = _run(ps, Path(tree).resolve(), label, "eager", size=size, calls=calls, seed=seed,
+                               weights=weights, device=device, backend="inductor", mode=None, extra_logs=(),
+                               timeout=timeout)
+        errors = data["passes"]["eager"]["errors"]
+        if errors:
+            raise BadInput(f"{label} eager call {errors[0]['call']} raised {errors[0]['error']}")
+        got[label] = (data, arrays["eager"])
+    call_list = got["patched"][0]["calls"]
+    checks = [_check("patched eager vs upstream eager (deterministic outputs)", spec.eager_rtol, got["patched"][1],
+                     got["upstream"][1], call_list, "point"),
+              _check("patched eager vs upstream eager (sampled paths, same seed)", spec.eager_rtol,
+                     got["patched"][1], got["upstream"][1], call_list, "samples")]
+    return [c for c in checks if c is not None]
+
+
 def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_version: str, *,
                    size: str = "tiny", calls: int = 24, seed: int = 0, weights: str | None = None,
                    device: str = "cpu", mode: str | None = None, analysis_backend: str = "eager",
-                   extra_logs: tuple[str, ...] = (), timeout: int = 7200,
+                   patched_backend: str = "inductor", extra_logs: tuple[str, ...] = (), timeout: int = 7200,
                    progress=lambda msg: None) -> tuple[TrafficReport, dict[str, str]]:
     spec = ps.traffic
     if spec is None:
@@ -219,10 +241,10 @@ def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstre
     up_data, up_arrays, up_log = _run(ps, up_tree, "upstream", "eager,compiled", size=size, calls=calls, seed=seed,
                                       weights=weights, device=device, backend=analysis_backend, mode=None,
                                       extra_logs=extra_logs, timeout=timeout)
-    progress(f"{ps.model} patched: {calls} calls eager, compiled (inductor{f', {mode}' if mode else ''}), "
+    progress(f"{ps.model} patched: {calls} calls eager, compiled ({patched_backend}{f', {mode}' if mode else ''}), "
              "then a steady pass under fail_on_recompile")
     pa_data, pa_arrays, pa_log = _run(ps, pa_tree, "patched", "eager,compiled,steady", size=size, calls=calls,
-                                      seed=seed, weights=weights, device=device, backend="inductor", mode=mode,
+                                      seed=seed, weights=weights, device=device, backend=patched_backend, mode=mode,
                                       extra_logs=extra_logs, timeout=timeout)
     up = _variant("upstream", up_data, up_log, up_tree, spec)
     pa = _variant("patched", pa_data, pa_log, pa_tree, spec)

@@ -1,0 +1,67 @@
+"""The three models through their users' entry points on a short tiny traffic profile.
+
+Eager only, so no compile time: patched eager must equal upstream eager call by call (NaN placement and
+same-seed sampled paths included) through Chronos2Pipeline.predict, TotoForecaster.forecast (mean and
+sampled paths) and KronosPredictor.predict / predict_batch (top-p sampling).  One test runs today's
+patched Toto compiled (eager backend: Dynamo decides graphs before any backend runs) and pins that the
+traffic check catches its graphs over budget.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from patchkit import api, patches
+from patchkit.verify.traffic_report import compare_eager, verify_traffic
+
+from .kronos_repo import make_kronos_repo
+
+
+def _trees(root: Path, model: str) -> tuple[Path, Path]:
+    ws = api.workspace(root)
+    return ws.pristine(model), ws.patched(model)
+
+
+def _assert_identical(checks) -> None:
+    assert checks, "the harness returned nothing to compare"
+    for c in checks:
+        assert c.ok and c.worst_rel == 0.0 and not c.nan_mismatch_calls, c
+
+
+@pytest.mark.slow
+def test_chronos2_pipeline_predict_patched_eager_equals_upstream(chronos_ws: Path):
+    checks = compare_eager(patches.get("chronos2"), *_trees(chronos_ws, "chronos2"), calls=8)
+    _assert_identical(checks)
+    assert [c.calls for c in checks] == [8]  # deterministic quantiles on every call
+
+
+@pytest.mark.slow
+def test_toto_forecast_mean_and_samples_patched_eager_equals_upstream(toto_ws: Path):
+    checks = compare_eager(patches.get("toto"), *_trees(toto_ws, "toto"), calls=8)
+    assert {c.what.split("(")[1].split()[0] for c in checks} == {"deterministic", "sampled"}
+    for c in checks:  # the static cache attends over the full buffer with a mask: equal to rounding
+        assert c.ok and not c.nan_mismatch_calls and c.worst_rel <= patches.get("toto").traffic.eager_rtol, c
+
+
+@pytest.mark.slow
+def test_kronos_predictor_top_p_patched_eager_equals_upstream(tmp_path: Path):
+    repo = make_kronos_repo(tmp_path / "repo")
+    api.vendor("kronos", repo.commits[-1], root=tmp_path, archive=str(repo.path))
+    api.apply("kronos", root=tmp_path)
+    checks = compare_eager(patches.get("kronos"), *_trees(tmp_path, "kronos"), calls=6)
+    _assert_identical(checks)
+
+
+@pytest.mark.slow
+def test_traffic_catches_todays_toto_over_its_graph_budget(toto_ws: Path):
+    ps = patches.get("toto")
+    report, _ = verify_traffic(ps, *_trees(toto_ws, "toto"), "0.2.0", calls=6, patched_backend="eager")
+    budget = ps.traffic.graph_budget["backbone"]
+    (unit,) = report.patched.units
+    assert unit.graphs > budget and not unit.within_budget
+    assert not report.ok and any(f.startswith(f"backbone: {unit.graphs} graphs") for f in report.failures)
+    assert "graph_breaks" in report.hazards_shown  # the upstream shows its hazard on the same calls
+    guards = " ".join(s["reason"] for s in report.patched.recompile_sites)
+    assert "size mismatch" in guards or "_host_empty" in guards
