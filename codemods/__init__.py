@@ -10,6 +10,7 @@ from .base import CodemodOptionError, CodemodResult, PatchkitCodemod, Site, run_
 from .contiguous_step_inputs import ContiguousStepInputs
 from .cudagraph_step import CudagraphStep
 from .decode_prefix_slice import DecodePrefixSlice
+from .dynamic_step_inputs import DynamicStepInputs
 from .isnan_guard import IsnanGuard
 from .item_scalar import ItemScalar
 from .kv_cache_callsites import KvCacheCallsites
@@ -32,6 +33,7 @@ ALL: tuple[type[PatchkitCodemod], ...] = (
     RopeStaticCache,
     CudagraphStep,
     ContiguousStepInputs,
+    DynamicStepInputs,
 )
 
 REGISTRY: dict[str, type[PatchkitCodemod]] = {cls.NAME: cls for cls in ALL}

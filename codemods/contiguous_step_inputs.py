@@ -8,6 +8,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from .base import CodemodOptionError, PatchkitCodemod
+from .dynamic_step_inputs import HELPER as MARK_HELPER
 
 _CONTIGUOUS = m.Call(func=m.Attribute(attr=m.Name("contiguous")), args=[])
 
@@ -61,6 +62,8 @@ class ContiguousStepInputs(PatchkitCodemod):
                 continue
             idx = positional[pos]
             value = args[idx].value
+            if m.matches(value, m.Call(func=m.Name(MARK_HELPER))) and value.args:
+                value = value.args[0].value  # dynamic-step-inputs ran first: look at the tensor it tags
             src = cst.Module([]).code_for_node(value)
             if m.matches(value, _CONTIGUOUS):
                 self.record_already(original_node, f"{call_name} argument {pos} `{src}` already contiguous")

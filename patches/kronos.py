@@ -82,11 +82,21 @@ PATCHSET = PatchSet(
                 "buffer: the stride relation changes and decode_s1 recompiles once more."
             ),
         ),
+        Step(
+            codemod="dynamic-step-inputs",
+            files=("model/kronos.py",),
+            options={"function": "auto_regressive_inference", "calls": ("decode_s1", "decode_s2"), "dims": (0, 1)},
+            why=(
+                "KronosPredictor.predict/predict_batch call the decode steps with batch x sample_count rows and a "
+                "window that grows per call: compiled static on the first call, they recompile for the next batch "
+                "size; marked dynamic up front, a varied stream needs one graph plus one for a single row."
+            ),
+        ),
     ),
     harness="patchkit.patches.kronos:KronosHarness",
     provides=("model",),
-    # decode_s1 and decode_s2 each compile a static graph, then one dynamic-length graph
-    warmup_recompiles=2,
+    # dynamic-step-inputs: decode_s1 and decode_s2 each compile one dynamic graph on the first call
+    warmup_recompiles=0,
     hazards=("recompiles", "recompile_limit"),
     traffic=TrafficSpec(
         graph_budget={"decode_s1": 2, "decode_s2": 2}, phases={"decode_s1": ("decode",), "decode_s2": ("decode",)},

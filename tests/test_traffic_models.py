@@ -45,13 +45,29 @@ def test_toto_forecast_mean_and_samples_patched_eager_equals_upstream(toto_ws: P
         assert c.ok and not c.nan_mismatch_calls and c.worst_rel <= patches.get("toto").traffic.eager_rtol, c
 
 
+@pytest.fixture(scope="module")
+def kronos_ws(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("kronos-traffic-ws")
+    repo = make_kronos_repo(root / "repo")
+    api.vendor("kronos", repo.commits[-1], root=root, archive=str(repo.path))
+    api.apply("kronos", root=root)
+    return root
+
+
 @pytest.mark.slow
-def test_kronos_predictor_top_p_patched_eager_equals_upstream(tmp_path: Path):
-    repo = make_kronos_repo(tmp_path / "repo")
-    api.vendor("kronos", repo.commits[-1], root=tmp_path, archive=str(repo.path))
-    api.apply("kronos", root=tmp_path)
-    checks = compare_eager(patches.get("kronos"), *_trees(tmp_path, "kronos"), calls=6)
+def test_kronos_predictor_top_p_patched_eager_equals_upstream(kronos_ws: Path):
+    checks = compare_eager(patches.get("kronos"), *_trees(kronos_ws, "kronos"), calls=6)
     _assert_identical(checks)
+
+
+@pytest.mark.slow
+def test_kronos_traffic_holds_its_graph_budget(kronos_ws: Path):
+    """Inductor, 12 varied predict / predict_batch calls: upstream hits the recompile limit, patched stays in budget."""
+    report, _ = verify_traffic(patches.get("kronos"), *_trees(kronos_ws, "kronos"), "fixture", calls=12)
+    assert report.ok, report.failures
+    assert report.upstream.recompile_limit_hit and "recompile_limit" in report.hazards_shown
+    assert {u.name: u.graphs <= u.budget for u in report.patched.units} == {"decode_s1": True, "decode_s2": True}
+    assert report.patched.steady_ok and not report.patched.recompile_limit_hit
 
 
 @pytest.mark.slow
