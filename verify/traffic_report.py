@@ -246,7 +246,7 @@ def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstre
     pa_data, pa_arrays, pa_log = _run(ps, pa_tree, "patched", "eager,compiled,steady", size=size, calls=calls,
                                       seed=seed, weights=weights, device=device, backend=patched_backend, mode=mode,
                                       extra_logs=extra_logs, timeout=timeout)
-    up = _variant("upstream", up_data, up_log, up_tree, spec)
+    up = _variant("upstream", up_data, up_log, up_tree, None)  # budgets bind the patched tree only
     pa = _variant("patched", pa_data, pa_log, pa_tree, spec)
     call_list = pa_data["calls"]
 
