@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import libcst as cst
+import libcst.matchers as m
 from libcst.codemod import CodemodContext, VisitorBasedCodemodCommand
 from libcst.metadata import PositionProvider
 
@@ -106,6 +107,32 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
 
     def record_already(self, node: cst.CSTNode, construct: str) -> None:
         self.already.append(Site(self._line(node), construct))
+
+
+class StepCallCodemod(PatchkitCodemod):
+    """Base for codemods that rewrite calls to named step functions inside one named function.
+
+    Options ``function`` (an identifier) and ``calls`` (identifiers; ``obj.<call>(...)`` or ``<call>(...)``)
+    are validated here; ``step_call(node)`` returns the call's source when it is one of them, inside
+    ``function``, else None.
+    """
+
+    def __init__(self, context: CodemodContext, **options: Any) -> None:
+        super().__init__(context, **options)
+        o = self.options
+        if not isinstance(o["function"], str) or not o["function"].isidentifier():
+            raise CodemodOptionError(f"codemod {self.NAME!r}: function must be an identifier")
+        o["calls"] = (o["calls"],) if isinstance(o["calls"], str) else tuple(o["calls"])
+        if not o["calls"] or not all(isinstance(c, str) and c.isidentifier() for c in o["calls"]):
+            raise CodemodOptionError(f"codemod {self.NAME!r}: calls must be identifiers")
+
+    def step_call(self, node: cst.Call) -> str | None:
+        if self.current_function != self.options["function"]:
+            return None
+        names = m.OneOf(*(m.Name(c) for c in self.options["calls"]))
+        if not m.matches(node.func, m.OneOf(m.Attribute(attr=names), names)):
+            return None
+        return cst.Module([]).code_for_node(node.func)
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,13 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import CodemodOptionError, PatchkitCodemod
+from .base import CodemodOptionError, StepCallCodemod
 from .dynamic_step_inputs import HELPER as MARK_HELPER
 
 _CONTIGUOUS = m.Call(func=m.Attribute(attr=m.Name("contiguous")), args=[])
 
 
-class ContiguousStepInputs(PatchkitCodemod):
+class ContiguousStepInputs(StepCallCodemod):
     """Make the chosen positional arguments of a step call ``.contiguous()``.
 
     Hazard: a decode loop that feeds a compiled function sometimes a view of a
@@ -38,23 +38,15 @@ class ContiguousStepInputs(PatchkitCodemod):
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         o = self.options
-        if not isinstance(o["function"], str) or not o["function"].isidentifier():
-            raise CodemodOptionError("codemod 'contiguous-step-inputs': function must be an identifier")
-        o["calls"] = (o["calls"],) if isinstance(o["calls"], str) else tuple(o["calls"])
-        if not o["calls"] or not all(isinstance(c, str) and c.isidentifier() for c in o["calls"]):
-            raise CodemodOptionError("codemod 'contiguous-step-inputs': calls must be identifiers")
         o["args"] = tuple(o["args"])
         if not o["args"] or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in o["args"]):
             raise CodemodOptionError("codemod 'contiguous-step-inputs': args must be non-negative positions")
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
         o = self.options
-        if self.current_function != o["function"]:
+        call_name = self.step_call(original_node)
+        if call_name is None:
             return updated_node
-        names = m.OneOf(*(m.Name(c) for c in o["calls"]))
-        if not m.matches(original_node.func, m.OneOf(m.Attribute(attr=names), names)):
-            return updated_node
-        call_name = cst.Module([]).code_for_node(original_node.func)
         positional = [i for i, a in enumerate(updated_node.args) if a.keyword is None and not a.star]
         args = list(updated_node.args)
         for pos in o["args"]:

@@ -7,7 +7,7 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import CodemodOptionError, PatchkitCodemod
+from .base import CodemodOptionError, StepCallCodemod
 
 HELPER = "_patchkit_mark_dynamic"
 
@@ -21,7 +21,7 @@ def {HELPER}(tensor, dims):
 '''
 
 
-class DynamicStepInputs(PatchkitCodemod):
+class DynamicStepInputs(StepCallCodemod):
     """Mark the positional inputs of compiled step calls dynamic before the first compile.
 
     Hazard: a service calls a compiled step with one batch size and window
@@ -48,11 +48,6 @@ class DynamicStepInputs(PatchkitCodemod):
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         o = self.options
-        if not isinstance(o["function"], str) or not o["function"].isidentifier():
-            raise CodemodOptionError("codemod 'dynamic-step-inputs': function must be an identifier")
-        o["calls"] = (o["calls"],) if isinstance(o["calls"], str) else tuple(o["calls"])
-        if not o["calls"] or not all(isinstance(c, str) and c.isidentifier() for c in o["calls"]):
-            raise CodemodOptionError("codemod 'dynamic-step-inputs': calls must be identifiers")
         o["dims"] = tuple(o["dims"])
         if not o["dims"] or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in o["dims"]):
             raise CodemodOptionError("codemod 'dynamic-step-inputs': dims must be non-negative dimension indices")
@@ -65,12 +60,9 @@ class DynamicStepInputs(PatchkitCodemod):
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
         o = self.options
-        if self.current_function != o["function"]:
+        call_name = self.step_call(original_node)
+        if call_name is None:
             return updated_node
-        names = m.OneOf(*(m.Name(c) for c in o["calls"]))
-        if not m.matches(original_node.func, m.OneOf(m.Attribute(attr=names), names)):
-            return updated_node
-        call_name = cst.Module([]).code_for_node(original_node.func)
         dims = cst.parse_expression(repr(list(o["dims"])))
         args = list(updated_node.args)
         for i, arg in enumerate(args):
