@@ -118,3 +118,24 @@ def test_bench_traffic_row_cold_then_warm_cache(tmp_path: Path, fixture_env):
     assert cold.graphs == warm.graphs == 2 and len(cold.steady_per_call_s) == 6
     text = render_traffic(t)
     assert "break-even vs upstream eager" in text and "compiled (warm cache)" in text
+
+
+@pytest.mark.parametrize("args,code,words", [
+    (["--size", "huge"], 2, "Invalid value for '--size'"),
+    (["--weights", "/no/such/dir"], 2, "--weights: '/no/such/dir' is not a directory"),
+    (["--mode", "reduce-overhead"], 2, "--mode applies to --traffic runs"),
+    (["--traffic", "--device", "cuda"], 3, "not applicable on this machine"),
+    (["--traffic", "--mode", "reduce-overhead"], 3, "not applicable on this machine"),
+    (["--device", "cuda"], 3, "not applicable on this machine"),
+])
+def test_verify_bad_input_and_not_applicable_is_one_line(chronos_ws: Path, capsys, args, code, words):
+    import torch
+
+    from .conftest import run_cli
+
+    if torch.cuda.is_available() and code == 3:
+        pytest.skip("a CUDA device is present: these run for real there")
+    got, out, err = run_cli(capsys, "--root", str(chronos_ws), "verify", "chronos2", *args)
+    assert got == code, err
+    assert words in err and "Traceback" not in err
+    assert out == ""  # nothing ran
