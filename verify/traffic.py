@@ -113,8 +113,6 @@ def profile(ranges: TrafficRanges, n_calls: int = 24, seed: int = 0) -> list[Cal
         spec = corners[i] if i < len(corners) else dict(batch=draw(ranges.batch), history=history(), horizon=horizon())
         variates = draw(ranges.variates)
         samples = draw(ranges.samples) if ranges.samples[1] else 0
-        if ranges.max_context < spec["history"] and ranges.max_context == hi_h and over <= ranges.max_context:
-            spec["history"] = ranges.max_context
         batch = spec["batch"]
         if ranges.token_budget:
             per_series = spec["history"] * variates * max(samples, 1)
