@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from patchkit.patchset import PatchSet, PipSource, Step, TrafficSpec, UpstreamTests
+from patchkit.patchset import Package, PatchSet, PipSource, Step, TrafficSpec, UpstreamTests
 from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series
 from patchkit.verify.traffic import TrafficRanges
 
@@ -27,6 +27,7 @@ PATCHSET = PatchSet(
         package="chronos-forecasting",
         dist="sdist",  # the sdist carries upstream's test/ folder and its dummy checkpoints
         include=(("src/chronos/", "chronos/"), ("test/", "test/")),
+        meta=("LICENSE", "NOTICE", "PKG-INFO"),
     ),
     pin="2.3.2",
     known_versions=("2.0.0", "2.0.1", "2.1.0", "2.2.0", "2.2.1", "2.2.2", "2.3.0", "2.3.1", "2.3.2"),
@@ -41,6 +42,10 @@ PATCHSET = PatchSet(
     ),
     harness="patchkit.patches.chronos2:Chronos2Harness",
     provides=("chronos",),
+    # upstream's test/ folder sits beside chronos/ and is not in `provides`, so it is never shipped
+    package=Package(dist="chronos-forecasting", summary="Chronos-2 time-series forecasting (amazon/chronos-2)",
+                    requirements="PKG-INFO", upstream_dist="chronos-forecasting",
+                    probe="chronos.chronos2.pipeline"),
     upstream_tests=UpstreamTests(
         paths=("test/test_chronos2.py", "test/test_chronos_bolt.py", "test/test_utils.py"),
         deselect={

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from patchkit.patchset import GitSource, PatchSet, Step, TrafficSpec
+from patchkit.patchset import Package, GitSource, PatchSet, Step, TrafficSpec
 from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series
 from patchkit.verify.traffic import TrafficRanges
 
@@ -36,7 +36,8 @@ ROPE_MAX_POSITIONS = 2048
 PATCHSET = PatchSet(
     model="kronos",
     title="Kronos (shiyu-coder/Kronos): foundation model for candlestick (OHLCV) series",
-    source=GitSource(url="https://github.com/shiyu-coder/Kronos", include=(("model/", "model/"),)),
+    source=GitSource(url="https://github.com/shiyu-coder/Kronos", include=(("model/", "model/"),),
+                     meta=("LICENSE", "requirements.txt")),
     pin=PIN,
     known_versions=(PIN,),
     steps=(
@@ -95,6 +96,9 @@ PATCHSET = PatchSet(
     ),
     harness="patchkit.patches.kronos:KronosHarness",
     provides=("model",),
+    # upstream has no packaging and imports itself as the bare name `model`: ship it as `kronos`
+    package=Package(dist="kronos-patched", summary="Kronos foundation model for financial candlesticks",
+                    requirements="requirements.txt", rename=(("model", "kronos"),), probe="kronos.kronos"),
     # dynamic-step-inputs: decode_s1 and decode_s2 each compile one dynamic graph on the first call
     warmup_recompiles=0,
     hazards=("recompiles", "recompile_limit"),

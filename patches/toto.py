@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from patchkit.patchset import PatchSet, PipSource, Step, TrafficSpec, UpstreamTests
+from patchkit.patchset import Package, PatchSet, PipSource, Step, TrafficSpec, UpstreamTests
 from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series
 from patchkit.verify.traffic import TrafficRanges
 
@@ -49,6 +49,7 @@ PATCHSET = PatchSet(
         include=(("toto/", "toto/"),),
         # evaluation harnesses and scripts pull in benchmark-only dependencies
         exclude=("toto/evaluation/", "toto/scripts/"),
+        meta=("*.dist-info/licenses/*", "*.dist-info/METADATA"),
     ),
     pin="0.2.0",
     known_versions=("0.1.3", "0.1.4", "0.2.0"),
@@ -117,6 +118,8 @@ PATCHSET = PatchSet(
     ),
     harness="patchkit.patches.toto:TotoHarness",
     provides=("toto",),
+    package=Package(dist="toto-ts", summary="Toto time-series foundation model (Datadog)", requirements="METADATA",
+                    upstream_dist="toto-ts", exclude=("toto/test/",), probe="toto.inference.forecaster"),
     # toto/test: 17 tests (forecaster with a mocked backbone, gluonts predictor, fusion with a
     # KVCache in eager, scalers); attention_test.py defines fixtures only.  Needs beartype.
     upstream_tests=UpstreamTests(

@@ -52,6 +52,13 @@ def check_size_and_weights(model: str, size: str, weights: str | None) -> None:
                                "MODEL_DIR,TOKENIZER_DIR)")
 
 
+def _record(ws: Workspace, model: str, kind: str, ok: bool, **facts) -> None:
+    """Keep verify's verdict for this patched tree; ``build`` and ``install`` read it."""
+    from .distribute import record_verdict
+
+    record_verdict(ws, model, kind, ok, **facts)
+
+
 def verify(model: str, *, root: str | Path | None = None, weights: str | None = None,
            logs: tuple[str, ...] = (), json_path: str | Path | None = None, device: str = "cpu",
            tolerance: float | None = None, backend: str = "inductor",
@@ -62,6 +69,7 @@ def verify(model: str, *, root: str | Path | None = None, weights: str | None = 
     version = _require_applied(ws, ps)
     report, raw = verify_trees(ps, ws.pristine(model), ws.patched(model), version, weights=weights, device=device,
                                extra_logs=logs, tolerance=tolerance, backend=backend, size=size)
+    _record(ws, model, "fixed", report.ok, size=size, device=device)
     if json_path:
         Path(json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report, raw
@@ -81,6 +89,7 @@ def verify_traffic(model: str, *, root: str | Path | None = None, size: str = "t
     report, raw = _verify_traffic(ps, ws.pristine(model), ws.patched(model), version, size=size, calls=calls,
                                   seed=seed, weights=weights, device=device, mode=mode,
                                   analysis_backend=analysis_backend, extra_logs=logs, progress=progress)
+    _record(ws, model, "traffic", report.ok, size=size, device=device, mode=mode or "default", calls=calls)
     if json_path:
         Path(json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report, raw
@@ -105,3 +114,29 @@ def bench(model: str, *, root: str | Path | None = None, modes: tuple[str, ...] 
                           weights=weights, device=device, progress=progress)
         rep = dataclasses.replace(rep, traffic=t)
     return rep
+
+
+def build(model: str, *, root: str | Path | None = None, out: str | Path | None = None, progress=lambda msg: None):
+    """``patchkit build``: the patched tree as a reproducible wheel in ``out`` (default ``dist/``)."""
+    from .distribute import build as _build
+
+    ws = workspace(root)
+    return _build(ws, patches.get(model), Path(out) if out else ws.root / "dist", progress=progress)
+
+
+def install(model: str, *, root: str | Path | None = None, out: str | Path | None = None, upstream: bool = False,
+            force: bool = False, deps: bool = True, progress=lambda msg: None):
+    """``patchkit install``: build if needed and pip-install the patched wheel; ``upstream`` puts upstream back."""
+    from .distribute import install as _install
+
+    ws = workspace(root)
+    return _install(ws, patches.get(model), out_dir=Path(out) if out else ws.root / "dist", upstream=upstream,
+                    force=force, deps=deps, progress=progress)
+
+
+def status(models: tuple[str, ...] = (), *, root: str | Path | None = None):
+    """``patchkit status``: what each model's importable package is (upstream, patched current or stale)."""
+    from .distribute import status as _status
+
+    ws = workspace(root)
+    return [_status(ws, patches.get(m)) for m in (models or patches.names())]

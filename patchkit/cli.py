@@ -23,8 +23,9 @@ Exit codes:
   1   verification failed (breaks/recompiles remain, forecasts drifted,
       --check found the tree out of date)
   2   bad input (unknown model/version, corrupt or unsafe archive,
-      a vendored file edited by hand)
-  3   environment (no network, missing package or tool)
+      a vendored file edited by hand, build/install of an unapplied
+      patch set, install after a failed verify without --force)
+  3   environment (no network, missing package or tool, pip failed)
   4   upstream drift (a codemod no longer matches its upstream)
   70  internal error (run with --verbose for the traceback)
 """
@@ -401,6 +402,83 @@ def report(reports: tuple[str, ...], suffix: str) -> None:
         click.echo(f"(torch {torch_version}, device cpu)")
     if failed:
         sys.exit(errors.EXIT_VERIFY_FAILED)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the wheel (default: WORKSPACE/dist).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the result as JSON.")
+@click.pass_obj
+def build(opts: Options, model: str, out: Path | None, json_path: Path | None) -> None:
+    """Build a reproducible wheel of the patched tree of MODEL.
+
+    The wheel keeps the upstream's distribution name (kronos: kronos-patched,
+    imported as `kronos`), carries the patch-set hash in its version
+    (2.3.2+patchkit.<hash>), the upstream's licence files and a provenance record,
+    and leaves upstream tests out. Requirements that exclude the installed
+    version of a package (toto-ts pins torch==2.7.0) are relaxed and listed.
+
+    \b
+    Examples:
+      patchkit build toto && pip install dist/toto_ts-*.whl
+      patchkit build kronos --out wheels/
+    """
+    r = api.build(model, root=opts.root, out=out, progress=lambda msg: click.echo(f"... {msg}", err=True))
+    verb = "unchanged" if r.reused else "built"
+    click.echo(f"{verb} {_rel(r.wheel, opts.root)} ({r.dist} {r.version}, sha256 {r.sha256[:12]}...)")
+    for c in r.relaxed:
+        click.echo(f"  relaxed {c.requirement} -> {c.now}: {c.why}")
+    if json_path:
+        json_path.write_text(json.dumps(r.to_json(), indent=2) + "\n")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--upstream", is_flag=True, help="Put the pinned upstream release back (kronos: uninstall).")
+@click.option("--force", is_flag=True, help="Install although the patch set is not applied or its verify failed.")
+@click.option("--no-deps", is_flag=True, help="Do not let pip install the wheel's requirements.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the wheel (default: WORKSPACE/dist).")
+@click.pass_obj
+def install(opts: Options, model: str, upstream: bool, force: bool, no_deps: bool, out: Path | None) -> None:
+    """Install the patched MODEL into this environment with pip, replacing the upstream.
+
+    Builds the wheel if needed. Refuses (exit 2) when the patch set is not
+    applied or the last verify of this patch set failed, unless --force.
+
+    \b
+    Examples:
+      patchkit install toto
+      patchkit install toto --upstream     # back to toto-ts==0.2.0 from the package index
+    """
+    r = api.install(model, root=opts.root, out=out, upstream=upstream, force=force, deps=not no_deps,
+                    progress=lambda msg: click.echo(f"... {msg}", err=True))
+    click.echo(f"{r.action}: {r.target}" + (" (--force)" if r.forced else ""))
+
+
+@cli.command()
+@click.argument("models", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_obj
+def status(opts: Options, models: tuple[str, ...], as_json: bool) -> None:
+    """Which distribution of each model this environment imports: upstream, patched (current) or stale.
+
+    \b
+    Examples:
+      patchkit status
+      patchkit status toto --json
+    """
+    rows = api.status(models, root=opts.root)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2))
+        return
+    for r in rows:
+        ver = f"{r.distribution} {r.version}" if r.version else r.distribution
+        verdicts = ", ".join(f"{k} verify {'passed' if v.get('ok') else 'FAILED'}" for k, v in sorted((r.verify or {}).items()))
+        click.echo(f"{r.model:9s} {r.state:20s} {ver}" + (f" from {r.location}" if r.location else "")
+                   + (f"; {verdicts}" if verdicts else "; verify: no record for this patch set" if r.patched else "")
+                   + (f" ({r.detail})" if r.detail else ""))
 
 
 def render_verify(report, shown_logs: tuple[str, ...], verbose: bool, raw: dict[str, str]) -> str:

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 _URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
 
@@ -159,13 +159,15 @@ def export_tree(
     include: Iterable[str | Sequence[str]],
     exclude: Iterable[str],
     dest: Path,
+    optional: Callable[[str], str | None] = lambda path: None,
 ) -> dict:
     """Write the files under the ``include`` prefixes of ``ref``'s tree into ``dest``.
 
     ``include`` holds ``(repo_prefix, dest_prefix)`` pairs (a bare string means
     the same prefix on both sides); ``exclude`` holds dest-relative prefixes that
     are dropped even though an include matched.  File bytes are copied exactly
-    (line endings included); the executable bit is kept.
+    (line endings included); the executable bit is kept.  ``optional(path)``
+    names where a repository file that need not exist (a licence) goes, or None.
 
     Returns ``{"commit": <full sha>, "files": {dest_relpath: sha256 hex}}``.
     Raises ``NotARepository``, ``RepoUnreachable``, ``RefNotFound`` or
@@ -180,6 +182,13 @@ def export_tree(
     with _open_repo(url_or_path) as repo:
         commit = _resolve(repo, ref)
         blobs = [item for item in commit.tree.traverse() if item.type == "blob"]
+        for blob in blobs:  # licence / requirement files: kept where present, never required
+            out_rel = optional(blob.path)
+            if out_rel is not None and blob.mode != 0o120000:
+                data = blob.data_stream.read()
+                (dest / out_rel).parent.mkdir(parents=True, exist_ok=True)
+                (dest / out_rel).write_bytes(data)
+                files[out_rel] = hashlib.sha256(data).hexdigest()
         for src_prefix, dst_prefix in pairs:
             matched = 0
             for blob in blobs:

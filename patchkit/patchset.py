@@ -23,6 +23,9 @@ class PipSource:
     include: tuple[tuple[str, str], ...]
     #: Paths (tree-relative prefixes) dropped even though an include matched.
     exclude: tuple[str, ...] = ()
+    #: Licence, notice and metadata files (archive-relative; ``*`` matches within one path segment),
+    #: vendored to ``.upstream/<file name>`` when present; ``patchkit build`` ships them.
+    meta: tuple[str, ...] = ()
 
     kind = "pip"
 
@@ -34,6 +37,8 @@ class GitSource:
     url: str
     include: tuple[tuple[str, str], ...]
     exclude: tuple[str, ...] = ()
+    #: As ``PipSource.meta``: repository paths of licence and requirement files, kept when present.
+    meta: tuple[str, ...] = ()
 
     kind = "git"
 
@@ -99,6 +104,27 @@ class TrafficSpec:
 
 
 @dataclass(frozen=True)
+class Package:
+    """How ``patchkit build`` ships the patched tree as a wheel."""
+
+    #: distribution name of the wheel (the upstream's, so it replaces it; or a new one where upstream has none)
+    dist: str
+    #: one line for the wheel's summary
+    summary: str
+    #: vendored file under ``.upstream/`` with the upstream's requirements: METADATA or PKG-INFO
+    #: (``Requires-Dist``), or requirements.txt
+    requirements: str
+    #: the upstream distribution ``install --upstream`` puts back (None: upstream publishes none)
+    upstream_dist: str | None = None
+    #: tree-relative prefixes left out of the wheel (upstream's tests must not become importable packages)
+    exclude: tuple[str, ...] = ()
+    #: (vendored import package, installed import package): a rename, with the tree's own imports rewritten
+    rename: tuple[tuple[str, str], ...] = ()
+    #: the module users import, checked by the install test and ``runtime.assert_patched``
+    probe: str = ""
+
+
+@dataclass(frozen=True)
 class PatchSet:
     model: str
     title: str
@@ -124,3 +150,5 @@ class PatchSet:
     hazards: tuple[str, ...] = ()
     #: graph budget and fidelity bounds for ``verify --traffic``
     traffic: TrafficSpec | None = None
+    #: how ``patchkit build`` / ``install`` ship the patched tree
+    package: Package | None = None

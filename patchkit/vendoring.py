@@ -130,7 +130,8 @@ def _fetch_git(src: GitSource, ref: str, workdir: Path, url: str) -> Fetched:
 
     tree = workdir / "git-export"
     try:
-        exported = gitsource.export_tree(url, ref, src.include, src.exclude, tree)
+        exported = gitsource.export_tree(url, ref, src.include, src.exclude, tree,
+                                         optional=lambda path: meta_target(path, src.meta))
     except gitsource.RefNotFound as err:
         raise UnknownVersion(str(err)) from err
     except gitsource.RepoUnreachable as err:
@@ -186,8 +187,22 @@ def _safe_member(name: str, archive: Path) -> PurePosixPath:
     return p
 
 
+#: where a source's licence, notice and metadata files land in the vendored tree
+META_DIR = ".upstream"
+
+
+def meta_target(path: str, patterns: tuple[str, ...]) -> str | None:
+    """``.upstream/<name>`` when ``path`` matches one of ``patterns`` (``*``: within one segment)."""
+    for pattern in patterns:
+        if re.fullmatch("[^/]*".join(re.escape(part) for part in pattern.split("*")), path):
+            return f"{META_DIR}/{PurePosixPath(path).name}"
+    return None
+
+
 def _select(rel: PurePosixPath, src: PipSource) -> str | None:
     text = rel.as_posix()
+    if (meta := meta_target(text, src.meta)) is not None:
+        return meta
     for prefix, dest in src.include:
         if text.startswith(prefix):
             out = dest + text[len(prefix):]

@@ -471,6 +471,13 @@ def _big_csv(rows: int = 60_000) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+LICENSE = """Test fixture licence
+
+The sources of this Kronos-shaped test repository were written for patchkit's
+test-suite; they may be used, copied and modified without restriction.
+"""
+
+
 def write_tree(root: Path, *, second: bool = False) -> None:
     """Write the fixture sources under ``root`` (the first or the second commit's version)."""
     model = root / "model"
@@ -486,6 +493,7 @@ def write_tree(root: Path, *, second: bool = False) -> None:
     (model / "__init__.py").write_bytes(INIT_PY.encode())
     (root / "requirements.txt").write_bytes(REQUIREMENTS.encode())
     (root / "README.md").write_bytes(b"Kronos-shaped test repository.\n")
+    (root / "LICENSE").write_bytes(LICENSE.encode())
     data = root / "finetune_csv" / "data"
     data.mkdir(parents=True, exist_ok=True)
     (data / "bars_5min.csv").write_bytes(_big_csv())

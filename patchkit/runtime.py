@@ -1,0 +1,276 @@
+"""What an application imports at run time: ``assert_patched`` and a guarded ``compile``.
+
+``assert_patched("toto")`` raises in the user's own process when the imported
+(or importable) ``toto`` package is not a patchkit build.
+
+``compile(model_or_fn, **torch_compile_kwargs)`` wraps ``torch.compile`` with
+what forecasting services otherwise write by hand:
+
+* **fallback**: when compiling or running the compiled code fails, the call is
+  run eagerly.  If eager succeeds, the failure was the compiler's: one warning
+  names the cause and every later call runs eagerly.  If eager raises too, the
+  error is the model's own and propagates unchanged (nothing falls back).
+  ``KeyboardInterrupt`` and ``SystemExit`` always propagate;
+* **recompile limit**: Dynamo's silent fall to eager becomes a warning naming
+  the function and the last guard that failed (``strict=True``: an error);
+* **counters**: calls, graphs, recompiles, fallbacks and limit hits, for the
+  application's own logs and metrics;
+* **strict mode**: after ``warmup`` calls, ``strict=True`` runs under
+  ``torch.compiler.set_stance("fail_on_recompile")``, so a new recompile raises.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import threading
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["assert_patched", "compile", "GuardedCompile", "CompileCounters", "NotPatched", "CompileFailure",
+           "RecompileLimitHit"]
+
+
+class NotPatched(ImportError):
+    """The imported package is the upstream (or an unknown build), not patchkit's patched one."""
+
+
+class CompileFailure(RuntimeError):
+    """strict mode: compiling or running the compiled code failed, or a recompile happened after warm-up."""
+
+
+class RecompileLimitHit(CompileFailure):
+    """strict mode: Dynamo hit its recompile limit for the guarded function."""
+
+
+class RecompileLimitWarning(RuntimeWarning):
+    pass
+
+
+class CompileFallbackWarning(RuntimeWarning):
+    pass
+
+
+# -- assert_patched -------------------------------------------------------------------------------
+def assert_patched(model: str, *, patch_hash: str | None = None) -> dict[str, Any]:
+    """Raise ``NotPatched`` unless ``model``'s package in this process is a patchkit build.
+
+    Looks at the module already imported (``sys.modules``) or, if none, the one
+    ``import`` would find, and reads the provenance record ``patchkit build``
+    put inside it.  ``patch_hash``: also require that exact patch set.  Returns
+    the provenance record.
+    """
+    import importlib.util
+
+    from . import patches
+    from .distribute import PROVENANCE, import_names
+
+    ps = patches.get(model)
+    name = import_names(ps)[0]
+    mod = sys.modules.get(name)
+    if mod is not None and getattr(mod, "__path__", None):
+        where = Path(list(mod.__path__)[0])
+    else:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise NotPatched(f"{model}: no importable package {name!r}; run `patchkit install {model}`")
+        where = Path(list(spec.submodule_search_locations)[0])
+    record = where / PROVENANCE
+    if not record.is_file():
+        raise NotPatched(f"{model}: {name!r} comes from {where}, which is not a patchkit build (upstream?); "
+                         f"run `patchkit install {model}`")
+    data = json.loads(record.read_text())
+    if patch_hash is not None and data.get("patch_hash") != patch_hash:
+        raise NotPatched(f"{model}: {name!r} at {where} was built from patch set {data.get('patch_hash')}, "
+                         f"not {patch_hash} (stale); run `patchkit install {model}`")
+    return data
+
+
+# -- compile guard --------------------------------------------------------------------------------
+@dataclass
+class CompileCounters:
+    calls: int = 0
+    #: graphs Dynamo handed to the backend (graph breaks and recompiles each add one)
+    graphs: int = 0
+    #: graphs compiled during a call after the first one (a guard failed: new shapes, new flags)
+    recompiles: int = 0
+    #: calls that ran eagerly because the compiled path failed (1 at the switch, then every call)
+    fallbacks: int = 0
+    limit_hits: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class _LimitWatcher(logging.Handler):
+    """Catches Dynamo's 'hit config.recompile_limit' warning records (they name the code object)."""
+
+    _lock = threading.Lock()
+    _installed: _LimitWatcher | None = None
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[tuple[str, str, int, str]] = []  # (co_name, file, firstlineno, reason)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = str(record.msg)
+        if "hit config." not in msg or not isinstance(record.args, tuple) or len(record.args) < 4:
+            return
+        func, reason = str(record.args[2]), str(record.args[3])
+        # func is "'name' (file:line)"
+        try:
+            name = func.split("'")[1]
+            file, _, line = func.rsplit("(", 1)[1].rstrip(")").rpartition(":")
+            self.records.append((name, file, int(line), reason))
+        except (IndexError, ValueError):
+            self.records.append((func, "", 0, reason))
+
+    @classmethod
+    def get(cls) -> _LimitWatcher:
+        with cls._lock:
+            if cls._installed is None:
+                cls._installed = cls()
+                logging.getLogger("torch._dynamo.convert_frame").addHandler(cls._installed)
+            return cls._installed
+
+
+def _describe(err: BaseException) -> str:
+    """``Outer: first line`` plus the root cause (Dynamo wraps a backend's exception)."""
+    def one(e: BaseException) -> str:
+        text = str(e).strip()
+        return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
+
+    root, seen = err, {id(err)}
+    while True:
+        inner = getattr(root, "inner_exception", None) or root.__cause__  # BackendCompilerFailed keeps it aside
+        if not isinstance(inner, BaseException) or id(inner) in seen:
+            break
+        root = inner
+        seen.add(id(root))
+    return one(err) if root is err else f"{one(err)}; caused by {one(root)}"
+
+
+def _code_of(target: Any):
+    fn = getattr(target, "forward", target)
+    fn = getattr(fn, "__func__", fn)
+    return getattr(fn, "__code__", None)
+
+
+class GuardedCompile:
+    """A compiled callable with eager fallback, loud recompile limits and counters (see the module doc)."""
+
+    def __init__(self, target: Callable[..., Any], *, strict: bool = False, warmup: int | None = None,
+                 name: str | None = None, logger: logging.Logger | None = None, **compile_kwargs: Any) -> None:
+        import torch
+
+        self.target = target
+        self.strict = strict
+        self.warmup = warmup
+        self.name = name or getattr(target, "__qualname__", None) or type(target).__name__
+        self.counters = CompileCounters()
+        self.fallen_back: BaseException | None = None
+        self._log = logger or logging.getLogger("patchkit.runtime")
+        self._code = _code_of(target)
+        self._watch = _LimitWatcher.get()
+        backend = compile_kwargs.pop("backend", "inductor")
+        mode = compile_kwargs.pop("mode", None)
+        options = compile_kwargs.pop("options", None)
+        dynamic = compile_kwargs.get("dynamic")
+        if isinstance(backend, str) and backend == "inductor":
+            inner = torch._TorchCompileInductorWrapper(mode or "default", options, dynamic)
+        elif isinstance(backend, str):
+            from torch._dynamo.backends.registry import lookup_backend
+
+            if mode or options:
+                raise ValueError("mode/options apply to the inductor backend only")
+            inner = lookup_backend(backend)
+        else:
+            inner = backend
+        counters = self.counters
+
+        class _Counting:
+            def __call__(self, gm, example_inputs):
+                counters.graphs += 1
+                return inner(gm, example_inputs)
+
+            def __getattr__(self, key):
+                return getattr(inner, key)
+
+        self.compiled = torch.compile(target, backend=_Counting(), **compile_kwargs)
+        functools.update_wrapper(self, target, updated=())
+
+    def _check_limit(self, seen: int) -> None:
+        new = self._watch.records[seen:]
+        for name, file, line, reason in new:
+            code = self._code
+            if code is not None and (name != code.co_name or (file and file != code.co_filename)):
+                continue
+            self.counters.limit_hits += 1
+            msg = (f"patchkit.runtime.compile: {self.name} hit torch._dynamo's recompile limit; Dynamo now runs it "
+                   f"eagerly ({name} at {file}:{line}; last guard that failed: {reason})")
+            if self.strict:
+                raise RecompileLimitHit(msg)
+            warnings.warn(msg, RecompileLimitWarning, stacklevel=3)
+            self._log.warning(msg)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        self.counters.calls += 1
+        if self.fallen_back is not None:
+            self.counters.fallbacks += 1
+            return self.target(*args, **kwargs)
+        first = self.counters.calls == 1
+        graphs_before, seen = self.counters.graphs, len(self._watch.records)
+        strict_now = self.strict and self.warmup is not None and self.counters.calls > self.warmup
+        compiled_err: Exception | None = None
+        try:
+            if strict_now:
+                with torch.compiler.set_stance("fail_on_recompile"):
+                    out = self.compiled(*args, **kwargs)
+            else:
+                out = self.compiled(*args, **kwargs)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # noqa: BLE001 - sorted out below: the model's own error, or the compiler's
+            compiled_err = err
+        self._count(first, graphs_before)
+        self._check_limit(seen)
+        if compiled_err is None:
+            return out
+        # the same call eagerly: if it raises, the error is the model's own and propagates unchanged
+        out = self.target(*args, **kwargs)
+        if self.strict:
+            raise CompileFailure(f"patchkit.runtime.compile: {self.name}: the compiled call failed where eager "
+                                 f"succeeds: {type(compiled_err).__name__}: {compiled_err}") from compiled_err
+        self.fallen_back = compiled_err
+        self.counters.fallbacks += 1
+        msg = (f"patchkit.runtime.compile: {self.name}: compiling or running the compiled code failed "
+               f"({_describe(compiled_err)}); running eagerly from now on")
+        warnings.warn(msg, CompileFallbackWarning, stacklevel=2)
+        self._log.warning(msg)
+        return out
+
+    def _count(self, first: bool, graphs_before: int) -> None:
+        if not first and self.counters.graphs > graphs_before:
+            self.counters.recompiles += self.counters.graphs - graphs_before
+
+    def __getattr__(self, key: str) -> Any:
+        # attribute access (model.config, model.device, ...) goes to the wrapped module
+        if key in ("target", "compiled"):
+            raise AttributeError(key)
+        return getattr(self.target, key)
+
+
+def compile(target: Callable[..., Any], *, strict: bool = False, warmup: int | None = None, name: str | None = None,
+            **torch_compile_kwargs: Any) -> GuardedCompile:
+    """``torch.compile(target, **torch_compile_kwargs)`` with fallback, loud recompile limits and counters.
+
+    ``strict=True``: a recompile-limit hit or a compiler failure raises instead of
+    warning, and after ``warmup`` calls any recompile raises (``fail_on_recompile``).
+    """
+    return GuardedCompile(target, strict=strict, warmup=warmup, name=name, **torch_compile_kwargs)
