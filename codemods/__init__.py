@@ -7,6 +7,7 @@ public interface (patch sets and reports use them) and are never reused.
 from __future__ import annotations
 
 from .base import CodemodOptionError, CodemodResult, PatchkitCodemod, Site, run_codemod
+from .clone_step_output import CloneStepOutput
 from .contiguous_step_inputs import ContiguousStepInputs
 from .cudagraph_step import CudagraphStep
 from .decode_prefix_slice import DecodePrefixSlice
@@ -32,6 +33,7 @@ ALL: tuple[type[PatchkitCodemod], ...] = (
     # rotary caches and CUDA-graph step discipline
     RopeStaticCache,
     CudagraphStep,
+    CloneStepOutput,
     ContiguousStepInputs,
     DynamicStepInputs,
 )

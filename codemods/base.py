@@ -90,6 +90,15 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
         self.function_stack.pop()
         return updated_node
 
+    def identifiers(self, key: str) -> tuple[str, ...]:
+        """Normalise option ``key`` to a non-empty tuple of identifiers (a bare string is one), or refuse it."""
+        value = self.options[key]
+        value = (value,) if isinstance(value, str) else tuple(value or ())
+        if not value or not all(isinstance(v, str) and v.isidentifier() for v in value):
+            raise CodemodOptionError(f"codemod {self.NAME!r}: {key} must name at least one identifier")
+        self.options[key] = value
+        return value
+
     @property
     def current_function(self) -> str | None:
         """The innermost enclosing function's name, None at module or class level."""
@@ -122,9 +131,7 @@ class StepCallCodemod(PatchkitCodemod):
         o = self.options
         if not isinstance(o["function"], str) or not o["function"].isidentifier():
             raise CodemodOptionError(f"codemod {self.NAME!r}: function must be an identifier")
-        o["calls"] = (o["calls"],) if isinstance(o["calls"], str) else tuple(o["calls"])
-        if not o["calls"] or not all(isinstance(c, str) and c.isidentifier() for c in o["calls"]):
-            raise CodemodOptionError(f"codemod {self.NAME!r}: calls must be identifiers")
+        self.identifiers("calls")
 
     def step_call(self, node: cst.Call) -> str | None:
         if self.current_function != self.options["function"]:

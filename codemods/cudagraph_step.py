@@ -89,15 +89,10 @@ class CudagraphStep(PatchkitCodemod):
         o = self.options
         if not isinstance(o["function"], str) or not o["function"].isidentifier():
             raise CodemodOptionError("codemod 'cudagraph-step': function must name the function holding the loop")
-        for key in ("step_calls", "clone"):
-            value = o[key]
-            if isinstance(value, str):
-                value = (value,)
-            o[key] = tuple(value)
-            if not all(isinstance(n, str) and n.isidentifier() for n in o[key]):
-                raise CodemodOptionError(f"codemod 'cudagraph-step': {key} must be identifiers")
-        if not o["step_calls"]:
-            raise CodemodOptionError("codemod 'cudagraph-step': step_calls must name at least one call")
+        self.identifiers("step_calls")
+        if o["clone"]:
+            self.identifiers("clone")
+        o["clone"] = tuple(o["clone"])
 
     def _in_scope(self) -> bool:
         return self.current_function == self.options["function"]

@@ -1,10 +1,13 @@
 """Chronos-2 (package ``chronos-forecasting``): patch set and verify harness.
 
-Hazard: ``Chronos2Model._prepare_patched_future`` validates future covariates
+Hazards: ``Chronos2Model._prepare_patched_future`` validates future covariates
 with ``if torch.isnan(future_covariates).any(): raise ValueError(...)``.  The
 branch needs the tensor's value on the host, so Dynamo breaks the graph there,
 and ``Chronos2Pipeline`` always passes (NaN-filled) future covariates, so every
-pipeline forward pays for it.
+pipeline forward pays for it.  And for horizons past one pass
+(``max_output_patches × output_patch_size``), ``Chronos2Pipeline`` keeps each
+``_predict_step`` output while it calls the model again, which a CUDA-graph
+replay overwrites under ``mode="reduce-overhead"``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ PATCHSET = PatchSet(
             options={"mode": "gate", "functions": ["_prepare_patched_future"]},
             why="`if torch.isnan(future_covariates).any(): raise ValueError` in _prepare_patched_future "
             "breaks the graph on every forward with future covariates",
+        ),
+        Step(
+            codemod="clone-step-output",
+            files=("chronos/chronos2/pipeline.py",),
+            options={"function": "_predict_step", "calls": ["model"], "clone": ["prediction"]},
+            why="Chronos2Pipeline keeps each _predict_step result in a list while it calls the model again to "
+            "unroll horizons past max_output_patches x patch; under reduce-overhead the next CUDA-graph replay "
+            "overwrites it (measured on an H100 at real size: horizons 1133-1224 raised)",
         ),
     ),
     harness="patchkit.patches.chronos2:Chronos2Harness",
