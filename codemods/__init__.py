@@ -7,6 +7,7 @@ public interface (patch sets and reports use them) and are never reused.
 from __future__ import annotations
 
 from .base import CodemodOptionError, CodemodResult, PatchkitCodemod, Site, run_codemod
+from .branch_free_pad import BranchFreePad
 from .clone_step_output import CloneStepOutput
 from .contiguous_step_inputs import ContiguousStepInputs
 from .cudagraph_step import CudagraphStep
@@ -21,8 +22,9 @@ from .rope_static_cache import RopeStaticCache
 from .static_kv_cache import StaticKvCache
 
 ALL: tuple[type[PatchkitCodemod], ...] = (
-    # validation guards
+    # validation guards and shape branches
     IsnanGuard,
+    BranchFreePad,
     # KV caches and their call sites
     ItemScalar,
     StaticKvCache,

@@ -4,7 +4,9 @@ Hazards: ``Chronos2Model._prepare_patched_future`` validates future covariates
 with ``if torch.isnan(future_covariates).any(): raise ValueError(...)``.  The
 branch needs the tensor's value on the host, so Dynamo breaks the graph there,
 and ``Chronos2Pipeline`` always passes (NaN-filled) future covariates, so every
-pipeline forward pays for it.  And for horizons past one pass
+pipeline forward pays for it.  Over a varied stream of ``Chronos2Pipeline.predict``
+calls the compiled model also recompiled on the NaN-padding branch
+(``length % patch_size``) and on the stride of sliced future covariates.  And for horizons past one pass
 (``max_output_patches × output_patch_size``), ``Chronos2Pipeline`` keeps each
 ``_predict_step`` output while it calls the model again, which a CUDA-graph
 replay overwrites under ``mode="reduce-overhead"``.
@@ -41,6 +43,22 @@ PATCHSET = PatchSet(
             options={"mode": "gate", "functions": ["_prepare_patched_future"]},
             why="`if torch.isnan(future_covariates).any(): raise ValueError` in _prepare_patched_future "
             "breaks the graph on every forward with future covariates",
+        ),
+        Step(
+            codemod="branch-free-pad",
+            files=("chronos/chronos_bolt.py",),
+            options={"function": "forward", "class_name": "Patch"},
+            why="Patch.forward pads the context with NaN only `if length % self.patch_size != 0`: with a dynamic "
+            "history length Dynamo guards on `context.size()[1] % 16`, and a stream of histories compiles one graph "
+            "for multiples of 16 and another for the rest",
+        ),
+        Step(
+            codemod="contiguous-step-inputs",
+            files=("chronos/chronos2/pipeline.py",),
+            options={"function": "_predict_step", "calls": ["model"], "assigned": ['kwargs["future_covariates"]']},
+            why="_predict_step hands the model future covariates that are sometimes a slice "
+            "(`future_covariates[..., :output_size]`, stride = the full horizon) and sometimes freshly "
+            "concatenated: the guard `future_covariates.stride()[0] == 16*num_output_patches` recompiles",
         ),
         Step(
             codemod="clone-step-output",

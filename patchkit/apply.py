@@ -171,7 +171,17 @@ def apply(ws: Workspace, ps: PatchSet, *, check: bool = False, diff: bool = Fals
     mismatched = tuple(
         sorted(rel for rel in set(result.files) | set(on_disk or {}) if (on_disk or {}).get(rel) != result.files.get(rel))
     )
-    up_to_date = on_disk is not None and not mismatched
+    record = {
+        "steps": [
+            {"codemod": s.codemod, "status": s.status, "sites": [f"{o.path}:{x.line}" for o in s.outcomes for x in o.matches]}
+            for s in result.steps
+        ],
+        "files": {rel: sha256_bytes(data) for rel, data in sorted(result.files.items())},
+    }
+    tree_current = on_disk is not None and not mismatched
+    if tree_current and lock.get("patched") != record:
+        mismatched = (ws.lock_path(ps.model).name,)  # the tree is right, the lock's record of it is not
+    up_to_date = tree_current and lock.get("patched") == record
     common = dict(model=ps.model, version=lock["version"], tree=dest, steps=result.steps, changed_files=result.changed)
     if diff:
         return ApplyResult(**common, wrote=False, up_to_date=up_to_date,
@@ -179,20 +189,15 @@ def apply(ws: Workspace, ps: PatchSet, *, check: bool = False, diff: bool = Fals
     if check or up_to_date:
         return ApplyResult(**common, wrote=False, up_to_date=up_to_date, mismatched=mismatched)
     recorded = lock.get("patched", {}).get("files")
-    if on_disk is not None and recorded and not force:
-        check_tree_against(dest, on_disk, recorded, what=f"patched tree of {ps.model}",
-                           lock_path=ws.lock_path(ps.model))
-    with ws.staging(ps.model) as stage:
-        staged = stage / "tree"
-        write_tree(staged, result.files)
-        ws.swap_in(staged, dest)
-    lock["patched"] = {
-        "steps": [
-            {"codemod": s.codemod, "status": s.status, "sites": [f"{o.path}:{x.line}" for o in s.outcomes for x in o.matches]}
-            for s in result.steps
-        ],
-        "files": {rel: sha256_bytes(data) for rel, data in sorted(result.files.items())},
-    }
+    if not tree_current:
+        if on_disk is not None and recorded and not force:
+            check_tree_against(dest, on_disk, recorded, what=f"patched tree of {ps.model}",
+                               lock_path=ws.lock_path(ps.model))
+        with ws.staging(ps.model) as stage:
+            staged = stage / "tree"
+            write_tree(staged, result.files)
+            ws.swap_in(staged, dest)
+    lock["patched"] = record
     ws.write_lock(ps.model, lock)
     return ApplyResult(**common, wrote=True, up_to_date=True, mismatched=mismatched)
 

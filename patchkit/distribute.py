@@ -3,7 +3,8 @@
 ``build`` stages the patched tree's import packages (upstream tests left out,
 Kronos's ``model`` renamed to ``kronos`` with its own imports rewritten), the
 upstream's licence and notice files, a provenance record, and a generated
-``pyproject.toml``; then ``pip wheel`` (setuptools, no build isolation) makes the
+``pyproject.toml``; then ``pip wheel`` (setuptools>=77: the installed one, else an
+isolated build) makes the
 wheel with ``SOURCE_DATE_EPOCH`` fixed, so the same inputs give the same bytes.
 
 Versions carry the patch-set hash as a PEP 440 local label
@@ -125,10 +126,14 @@ def relax(requirements: list[str]) -> tuple[list[str], dict[str, list[str]], lis
     """Split into (dependencies, {extra: deps}, changes).
 
     A requirement whose version specifier excludes the version installed here
-    (toto-ts pins ``torch==2.7.0``; this environment verified with another) is
-    relaxed to ``>=`` the lower of its own lowest bound and the installed version,
-    so it admits both what upstream pinned and what verify ran with.  Every
-    change is returned and goes into the provenance record.  Duplicates collapse.
+    (toto-ts pins ``torch==2.7.0``; this environment verified with another), and
+    every exact ``==`` pin, is relaxed to ``>=`` the lower of its own lowest bound
+    and the installed version, so it admits both what upstream pinned and what
+    verify ran with.  (Exact pins all go: toto-ts pins its whole environment of
+    the torch 2.7 days, for example ``lightning==2.3.3``, which imports
+    ``pkg_resources`` and so fails next to the setuptools newer torch requires.)
+    Every change is returned and goes into the provenance record.  Duplicates
+    collapse.
     """
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.version import InvalidVersion, Version
@@ -151,15 +156,19 @@ def relax(requirements: list[str]) -> tuple[list[str], dict[str, list[str]], lis
         except (importlib.metadata.PackageNotFoundError, InvalidVersion):
             installed = None
         spec = str(req.specifier)
-        if installed is not None and req.specifier and not req.specifier.contains(installed, prereleases=True):
+        excludes = installed is not None and req.specifier and not req.specifier.contains(installed, prereleases=True)
+        pinned = any(s.operator in ("==", "===") and "*" not in s.version for s in req.specifier)
+        if excludes or pinned:
             bounds = [Version(s.version) for s in req.specifier if s.operator in ("==", "===", ">=", "~=", ">")
                       and "*" not in s.version]
-            low = min([*bounds, installed])
+            low = min([*bounds, *([installed] if installed is not None else [])])
             new_spec = f">={low}"
             now = _format(req, new_spec, marker) + (f" (extra {extra!r})" if extra else "")
+            why = (f"{req.name} {installed} is installed here (verify ran with it); {spec} excludes it" if excludes
+                   else f"exact pin {spec}: an upstream that pins its whole environment (toto-ts: torch==2.7.0 and "
+                        "the versions of its day) leaves pip nothing to resolve next to another torch")
             if all(c.requirement != line for c in changes):
-                changes.append(Relaxed(line, now, f"{req.name} {installed} is installed here (verify ran with it); "
-                                                  f"{spec} excludes it"))
+                changes.append(Relaxed(line, now, why))
             spec = new_spec
         text = _format(req, spec, marker)
         bucket = extras.setdefault(extra, []) if extra else deps
@@ -298,6 +307,16 @@ def _pyproject(ps: PatchSet, version: str, deps: list[str], extras: dict[str, li
     return "\n".join(lines) + "\n"
 
 
+def _setuptools_ok() -> bool:
+    """Whether this environment's setuptools can build the generated project (PEP 639 needs 77+)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(importlib.metadata.version("setuptools")) >= Version("77")
+    except (importlib.metadata.PackageNotFoundError, InvalidVersion):
+        return False
+
+
 def build(ws: Workspace, ps: PatchSet, out_dir: Path, *, progress=lambda msg: None) -> BuildResult:
     """Build the wheel of ``vendor/<model>`` into ``out_dir`` (atomic: a finished wheel or nothing)."""
     from .apply import apply as _apply
@@ -350,7 +369,9 @@ def build(ws: Workspace, ps: PatchSet, out_dir: Path, *, progress=lambda msg: No
             path.chmod(0o755 if path.is_dir() else 0o644)
         wheels = Path(tmp) / "wheels"
         env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0"}
-        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir",
+        # the installed setuptools when new enough (offline, fast); else an isolated build fetches one
+        isolation = ["--no-build-isolation"] if _setuptools_ok() else []
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "--no-cache-dir",
                "--disable-pip-version-check", "-q", "-w", str(wheels), str(stage)]
         progress(f"pip wheel {pkg.dist} {version}")
         try:
@@ -359,8 +380,8 @@ def build(ws: Workspace, ps: PatchSet, out_dir: Path, *, progress=lambda msg: No
             raise MissingTool(f"cannot run pip ({err})") from err
         if proc.returncode != 0:
             last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
-            raise EnvironmentProblem(f"pip wheel failed for {pkg.dist} {version}: {last[0]} (needs setuptools>=77 "
-                                     "installed; run with --verbose for more)")
+            how = "installed setuptools" if isolation else "setuptools>=77 from the package index (isolated build)"
+            raise EnvironmentProblem(f"pip wheel failed for {pkg.dist} {version} with {how}: {last[0]}")
         built = sorted(wheels.glob("*.whl"))
         if len(built) != 1:
             raise PatchkitError(f"pip wheel produced {len(built)} wheels for {pkg.dist}")

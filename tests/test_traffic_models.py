@@ -81,3 +81,18 @@ def test_traffic_catches_todays_toto_over_its_graph_budget(toto_ws: Path):
     assert "graph_breaks" in report.hazards_shown  # the upstream shows its hazard on the same calls
     guards = " ".join(s["reason"] for s in report.patched.recompile_sites)
     assert "size mismatch" in guards or "_host_empty" in guards
+
+
+@pytest.mark.slow
+def test_chronos2_traffic_holds_its_graph_budget(chronos_ws: Path):
+    """24 varied Chronos2Pipeline.predict calls (batch 1-8, histories around multiples of 16, unrolled horizons,
+    cross-learning): patched pipeline.model compiles 2 graphs (a batch-1 graph, then one dynamic graph) and the steady
+    pass recompiles nothing; the upstream recompiles on the same calls.  Eager backend: Dynamo decides graphs and
+    guards before any backend runs (the inductor figures are in the README)."""
+    ps = patches.get("chronos2")
+    report, _ = verify_traffic(ps, *_trees(chronos_ws, "chronos2"), "2.3.2", calls=24, patched_backend="eager")
+    (unit,) = report.patched.units
+    assert unit.graphs <= ps.traffic.graph_budget["model"] == 2, report.patched.recompile_sites
+    assert report.patched.steady_ok and not report.patched.recompile_limit_hit
+    assert report.upstream.recompiles > report.patched.recompiles
+    assert report.ok, report.failures
