@@ -59,7 +59,10 @@ def test_kronos_vendor_from_local_git_and_apply(kronos_ws, capsys):
     assert code == 0, err
     lock = json.loads((root / "vendor" / "kronos.lock.json").read_text())
     assert lock["version"] == repo.commits[-1] and lock["source"]["kind"] == "git"
-    assert all(rel.startswith("model/") for rel in lock["files"])  # nothing from finetune_csv/data
+    # nothing from finetune_csv/data; the licence and requirements kept aside for `patchkit build`
+    assert all(rel.startswith("model/") for rel in lock["files"] if not rel.startswith(".upstream/"))
+    assert sorted(rel for rel in lock["files"] if rel.startswith(".upstream/")) == [".upstream/LICENSE",
+                                                                                     ".upstream/requirements.txt"]
     code, out, err = run_cli(capsys, "--root", str(root), "apply", "kronos")
     assert code == 0, err
     module = (root / "vendor" / "kronos" / "model" / "module.py").read_bytes()
