@@ -23,6 +23,33 @@ from libcst.codemod import CodemodContext, VisitorBasedCodemodCommand
 from libcst.metadata import PositionProvider
 
 
+#: ``torch.compiler.is_compiling()``: the test that keeps upstream's eager path beside a compiled-only one.
+IS_COMPILING_CODE = "torch.compiler.is_compiling()"
+IS_COMPILING = m.Call(
+    func=m.Attribute(value=m.Attribute(value=m.Name("torch"), attr=m.Name("compiler")), attr=m.Name("is_compiling"))
+)
+#: ``A if torch.compiler.is_compiling() else B``: a site already split into compiled and eager forms.
+COMPILED_ELSE_EAGER = m.IfExp(test=IS_COMPILING)
+
+
+def code(node: cst.CSTNode) -> str:
+    """Source text of one node."""
+    return cst.Module([]).code_for_node(node)
+
+
+def strip_parens(node: cst.BaseExpression) -> cst.BaseExpression:
+    """The expression without its own parentheses."""
+    return node.with_changes(lpar=[], rpar=[]) if getattr(node, "lpar", None) else node
+
+
+def compiled_else_eager(compiled: cst.BaseExpression, eager: cst.BaseExpression) -> cst.IfExp:
+    """``(compiled if torch.compiler.is_compiling() else eager)``: eager keeps upstream's expression verbatim."""
+    return cst.IfExp(
+        test=cst.parse_expression(IS_COMPILING_CODE), body=compiled, orelse=eager,
+        lpar=[cst.LeftParen()], rpar=[cst.RightParen()],
+    )
+
+
 @dataclass(frozen=True)
 class Site:
     """Where a codemod matched: 1-based line of the matched node and what it was."""

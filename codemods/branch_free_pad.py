@@ -7,15 +7,10 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
+from .base import IS_COMPILING as _IS_COMPILING_CALL
+from .base import IS_COMPILING_CODE as _IS_COMPILING
 from .base import CodemodOptionError, PatchkitCodemod
-
-_IS_COMPILING = "torch.compiler.is_compiling()"
-_IS_COMPILING_CALL = m.Call(func=m.Attribute(value=m.Attribute(value=m.Name("torch"), attr=m.Name("compiler")),
-                                             attr=m.Name("is_compiling")))
-
-
-def _code(node: cst.CSTNode) -> str:
-    return cst.Module([]).code_for_node(node)
+from .base import code as _code
 
 
 def _residue(test: cst.BaseExpression) -> tuple[str, str] | None:

@@ -9,18 +9,9 @@ import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
 
 from .base import PatchkitCodemod
-
-_IS_COMPILING = m.Call(
-    func=m.Attribute(value=m.Attribute(value=m.Name("torch"), attr=m.Name("compiler")), attr=m.Name("is_compiling"))
-)
-
-
-def _code(node: cst.CSTNode) -> str:
-    return cst.Module([]).code_for_node(node)
-
-
-def _strip(node: cst.BaseExpression) -> cst.BaseExpression:
-    return node.with_changes(lpar=[], rpar=[]) if getattr(node, "lpar", None) else node
+from .base import code as _code
+from .base import strip_parens as _strip
+from .base import IS_COMPILING as _IS_COMPILING
 
 
 class DecodePrefixSlice(PatchkitCodemod):

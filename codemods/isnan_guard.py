@@ -8,6 +8,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from .base import CodemodOptionError, PatchkitCodemod
+from .base import IS_COMPILING as _IS_COMPILING
 
 _PREDICATES = ("isnan", "isinf", "isneginf", "isposinf")
 _REDUCTIONS = ("any", "all")
@@ -57,12 +58,6 @@ def _is_data_dependent(node: cst.BaseExpression) -> bool:
     return False
 
 
-_IS_COMPILING = m.Call(
-    func=m.Attribute(
-        value=m.Attribute(value=m.Name("torch"), attr=m.Name("compiler")),
-        attr=m.Name("is_compiling"),
-    )
-)
 _GATED = m.BooleanOperation(
     left=m.UnaryOperation(operator=m.Not(), expression=_IS_COMPILING), operator=m.And()
 )

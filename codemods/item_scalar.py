@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import libcst as cst
 import libcst.matchers as m
 
-from .base import CodemodOptionError, PatchkitCodemod
+from .base import COMPILED_ELSE_EAGER, CodemodOptionError, PatchkitCodemod, code, compiled_else_eager
 
 #: In-place tensor methods that would make a "static" table change after construction.
 _INPLACE_SUFFIX = "_"
@@ -26,6 +26,11 @@ def _single_index(node: cst.CSTNode, attr: str) -> cst.BaseExpression | None:
     return node.slice[0].slice.value
 
 
+def _own_methods(cls: cst.ClassDef) -> list[cst.FunctionDef]:
+    """The class's own methods; a nested class's methods belong to that class."""
+    return [stmt for stmt in cls.body.body if isinstance(stmt, cst.FunctionDef)]
+
+
 class ItemScalar(PatchkitCodemod):
     """Replace ``int(self.table[i].item())`` by a lookup in a host copy of the table.
 
@@ -38,9 +43,15 @@ class ItemScalar(PatchkitCodemod):
 
     The codemod adds ``self.<table><host_suffix> = self.<table>.tolist()`` at the
     end of the constructor that fills the table (one host copy, outside any
-    compiled region) and rewrites every read ``int(self.<table>[i].item())``,
-    ``self.<table>[i].item()`` or ``int(self.<table>[i])`` to
-    ``self.<table><host_suffix>[i]``, which returns the same Python number.
+    compiled region) and splits every read ``int(self.<table>[i].item())``,
+    ``self.<table>[i].item()`` or ``int(self.<table>[i])`` into
+    ``(<host read> if torch.compiler.is_compiling() else <upstream read>)``.
+    The host read keeps upstream's conversion (``int(self.<table><host_suffix>[i])``
+    where upstream called ``int()``, so a float table truncates the same way;
+    ``.tolist()`` entries are what ``.item()`` returns).  Eager runs read the
+    live tensor exactly as upstream does, so a table written after construction
+    from outside the class, or by ``load_state_dict``, still reads right there;
+    compiled code reads the construction-time copy (say so where that matters).
 
     Options: ``tables`` (attribute names of such tables, required),
     ``class_name`` (limit to one class), ``constructors`` (methods allowed to
@@ -64,8 +75,18 @@ class ItemScalar(PatchkitCodemod):
         if not self.options["tables"]:
             raise CodemodOptionError("codemod 'item-scalar' needs option 'tables' (attribute names)")
         self._classes: list[str] = []
-        self._static: set[str] = set()
-        self._read: set[str] = set()
+        #: per enclosing class, innermost last: (static tables, tables read outside the constructors)
+        self._scopes: list[tuple[set[str], set[str]]] = []
+        self._split_depth = 0  # inside `A if torch.compiler.is_compiling() else B`: this codemod's own output
+        self._inner_reads: set[int] = set()  # `.item()` calls wrapped by an `int(...)` this codemod rewrites
+
+    @property
+    def _static(self) -> set[str]:
+        return self._scopes[-1][0] if self._scopes else set()
+
+    @property
+    def _read(self) -> set[str]:
+        return self._scopes[-1][1] if self._scopes else set()
 
     # -- scope -------------------------------------------------------------
     def _in_class(self) -> bool:
@@ -77,19 +98,29 @@ class ItemScalar(PatchkitCodemod):
 
     def visit_ClassDef(self, node: cst.ClassDef) -> bool:
         self._classes.append(node.name.value)
+        static: set[str] = set()
         if self._in_class():
-            self._static = {t for t in self.options["tables"] if self._is_static(node, t)}
-            self._read = {t for t in self._static if self._has_reads(node, t)}
+            static = {t for t in self.options["tables"] if self._is_static(node, t)}
+        self._scopes.append((static, {t for t in static if self._has_reads(node, t)}))
         return True
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
         self._classes.pop()
+        self._scopes.pop()
+        return updated_node
+
+    def visit_IfExp(self, node: cst.IfExp) -> None:
+        if m.matches(node, COMPILED_ELSE_EAGER):
+            self._split_depth += 1
+
+    def leave_IfExp(self, original_node: cst.IfExp, updated_node: cst.IfExp) -> cst.IfExp:
+        if m.matches(original_node, COMPILED_ELSE_EAGER):
+            self._split_depth -= 1
         return updated_node
 
     def _is_static(self, cls: cst.ClassDef, table: str) -> bool:
         """Written only in the constructors (assignment, item assignment, in-place call)?"""
-        for func in m.findall(cls, m.FunctionDef()):
-            assert isinstance(func, cst.FunctionDef)
+        for func in _own_methods(cls):
             if func.name.value in self.options["constructors"]:
                 continue
             if self._writes(func, table):
@@ -104,9 +135,7 @@ class ItemScalar(PatchkitCodemod):
             func=m.Name("int"), args=[m.Arg(value=entry, keyword=None)]
         )
         return any(
-            m.findall(func, read)
-            for func in m.findall(cls, m.FunctionDef())
-            if func.name.value not in self.options["constructors"]  # type: ignore[attr-defined]
+            m.findall(func, read) for func in _own_methods(cls) if func.name.value not in self.options["constructors"]
         )
 
     @staticmethod
@@ -182,33 +211,48 @@ class ItemScalar(PatchkitCodemod):
                 return table, index
         return None
 
-    def _host_read(self, original: cst.CSTNode, table: str, index: cst.BaseExpression) -> cst.Subscript:
-        src = cst.Module([]).code_for_node(original)
-        self.record(original, f"`{src}` -> host list self.{self._host(table)}")
-        return cst.Subscript(
+    def _host_read(self, original: cst.Call, updated: cst.Call, table: str, index: cst.BaseExpression,
+                   as_int: bool) -> cst.IfExp:
+        """``(<host read> if torch.compiler.is_compiling() else <upstream read>)``."""
+        self.record(original, f"`{code(original)}` -> host list self.{self._host(table)} when compiling")
+        self.require_import("torch")
+        host: cst.BaseExpression = cst.Subscript(
             value=cst.Attribute(value=cst.Name("self"), attr=cst.Name(self._host(table))),
             slice=[cst.SubscriptElement(slice=cst.Index(value=index))],
         )
+        if as_int:
+            host = cst.Call(func=cst.Name("int"), args=[cst.Arg(host)])
+        return compiled_else_eager(host, updated.with_changes(lpar=[], rpar=[]))
+
+    _ITEM = m.Call(func=m.Attribute(attr=m.Name("item")), args=[])
+    _INT = m.Call(func=m.Name("int"), args=[m.Arg(keyword=None)])
+
+    def _in_reads_scope(self) -> bool:
+        return (self._in_class() and bool(self.function_stack) and not self._split_depth
+                and self.function_stack[-1] not in self.options["constructors"])
+
+    def visit_Call(self, node: cst.Call) -> None:
+        # int(self.T[i].item()): the outer int() is the one site; its inner .item() is left to it
+        if self._in_reads_scope() and m.matches(node, self._INT):
+            arg = node.args[0].value
+            if m.matches(arg, self._ITEM) and self._table_index(arg.func.value) is not None:  # type: ignore[attr-defined]
+                self._inner_reads.add(id(arg))
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
-        if not self._in_class() or not self.function_stack or self.function_stack[-1] in self.options["constructors"]:
+        if not self._in_reads_scope() or id(original_node) in self._inner_reads:
             return updated_node
-        item_call = m.Call(func=m.Attribute(attr=m.Name("item")), args=[])
-        if m.matches(original_node, m.Call(func=m.Name("int"), args=[m.Arg(keyword=None)])):
+        if m.matches(original_node, self._INT):
             arg = original_node.args[0].value
-            if m.matches(arg, item_call) and self._table_index(arg.func.value) is not None:  # type: ignore[attr-defined]
-                # int(self.T[i].item()): the inner .item() call was already rewritten and recorded
-                return updated_node.args[0].value  # type: ignore[return-value]
+            if m.matches(arg, self._ITEM):  # int(self.T[i].item())
+                arg = arg.func.value  # type: ignore[attr-defined]
             found = self._table_index(arg)
-            if found is not None:  # int(self.T[i])
-                return self._host_read(original_node, found[0], self._table_index(updated_node.args[0].value)[1])  # type: ignore[index]
+            if found is not None:  # int(self.T[i]) / int(self.T[i].item())
+                return self._host_read(original_node, updated_node, found[0], found[1], as_int=True)
             return updated_node
-        if m.matches(original_node, item_call):
+        if m.matches(original_node, self._ITEM):
             found = self._table_index(original_node.func.value)  # type: ignore[attr-defined]
             if found is not None:  # self.T[i].item()
-                src_node = original_node
-                index = self._table_index(updated_node.func.value)[1]  # type: ignore[attr-defined,index]
-                return self._host_read(src_node, found[0], index)
+                return self._host_read(original_node, updated_node, found[0], found[1], as_int=False)
         return updated_node
 
     def leave_Subscript(self, original_node: cst.Subscript, updated_node: cst.Subscript) -> cst.Subscript:

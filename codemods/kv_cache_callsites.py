@@ -7,7 +7,7 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import PatchkitCodemod
+from .base import COMPILED_ELSE_EAGER, PatchkitCodemod, compiled_else_eager
 
 
 class KvCacheCallsites(PatchkitCodemod):
@@ -24,7 +24,12 @@ class KvCacheCallsites(PatchkitCodemod):
       rewrite ``kv_cache.<subscript_method>(i)`` returns the whole preallocated
       buffers, to be masked by the attention (see ``offset-causal-mask``).
 
-    Only receivers named in ``receivers`` are touched.
+    Both rewrites are compiled-only: each site becomes
+    ``(<static accessor> if torch.compiler.is_compiling() else <upstream expression>)``,
+    so eager runs keep upstream's exact code (host int offsets, K/V sliced to the
+    filled length, upstream's ``is_causal`` choice and its speed), for every
+    caller, the xFormers path included.  A site already split that way is
+    recorded as already fixed.  Only receivers named in ``receivers`` are touched.
     """
 
     NAME = "kv-cache-callsites"
@@ -39,6 +44,16 @@ class KvCacheCallsites(PatchkitCodemod):
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         self._target_depth = 0
+        self._split_depth = 0  # inside `A if torch.compiler.is_compiling() else B`: this codemod's own output
+
+    def visit_IfExp(self, node: cst.IfExp) -> None:
+        if m.matches(node, COMPILED_ELSE_EAGER):
+            self._split_depth += 1
+
+    def leave_IfExp(self, original_node: cst.IfExp, updated_node: cst.IfExp) -> cst.IfExp:
+        if m.matches(original_node, COMPILED_ELSE_EAGER):
+            self._split_depth -= 1
+        return updated_node
 
     def _receiver(self, node: cst.CSTNode) -> bool:
         return m.matches(node, m.Name()) and node.value in self.options["receivers"]  # type: ignore[attr-defined]
@@ -49,12 +64,17 @@ class KvCacheCallsites(PatchkitCodemod):
             return updated_node
         name = func.attr.value
         renames = self.options["renames"]
+        recv = func.value.value  # type: ignore[attr-defined]
+        if self._split_depth:
+            if name in renames.values() or name == self.options["subscript_method"]:
+                self.record_already(original_node, f"already calls {recv}.{name}() when compiling")
+            return updated_node
         if name in renames:
             new = renames[name]
-            self.record(original_node, f"{func.value.value}.{name}() (host int) -> .{new}() (0-d tensor)")  # type: ignore[attr-defined]
-            return updated_node.with_changes(func=updated_node.func.with_changes(attr=cst.Name(new)))  # type: ignore[attr-defined]
-        if name in renames.values() or name == self.options["subscript_method"]:
-            self.record_already(original_node, f"already calls {func.value.value}.{name}()")  # type: ignore[attr-defined]
+            self.record(original_node, f"{recv}.{name}() (host int) -> .{new}() (0-d tensor) when compiling")
+            self.require_import("torch")
+            static = updated_node.with_changes(func=updated_node.func.with_changes(attr=cst.Name(new)))  # type: ignore[attr-defined]
+            return compiled_else_eager(static.with_changes(lpar=[], rpar=[]), updated_node)
         return updated_node
 
     def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
@@ -66,16 +86,15 @@ class KvCacheCallsites(PatchkitCodemod):
 
     def leave_Subscript(self, original_node: cst.Subscript, updated_node: cst.Subscript) -> cst.BaseExpression:
         method = self.options["subscript_method"]
-        if not method or self._target_depth or not self._receiver(original_node.value):
+        if not method or self._target_depth or self._split_depth or not self._receiver(original_node.value):
             return updated_node
         if len(original_node.slice) != 1 or not isinstance(original_node.slice[0].slice, cst.Index):
             return updated_node
         index = updated_node.slice[0].slice.value  # type: ignore[attr-defined]
         recv = original_node.value.value  # type: ignore[attr-defined]
-        self.record(original_node, f"{recv}[...] (sliced to the filled length) -> {recv}.{method}(...)")
-        return cst.Call(
-            func=cst.Attribute(value=cst.Name(recv), attr=cst.Name(method)),
-            args=[cst.Arg(index)],
-            lpar=original_node.lpar,
-            rpar=original_node.rpar,
+        self.record(original_node, f"{recv}[...] (sliced to the filled length) -> {recv}.{method}(...) when compiling")
+        self.require_import("torch")
+        static = cst.Call(func=cst.Attribute(value=cst.Name(recv), attr=cst.Name(method)), args=[cst.Arg(index)])
+        return compiled_else_eager(static, updated_node.with_changes(lpar=[], rpar=[])).with_changes(
+            lpar=[cst.LeftParen(), *original_node.lpar], rpar=[*original_node.rpar, cst.RightParen()]
         )

@@ -9,6 +9,7 @@ import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
 
 from .base import PatchkitCodemod
+from .base import code as _code
 
 _CAT = m.Call(func=m.Attribute(value=m.Name("torch"), attr=m.Name("cat")))
 _MARK = m.Call(
@@ -17,10 +18,6 @@ _MARK = m.Call(
         attr=m.OneOf(m.Name("maybe_mark_dynamic"), m.Name("mark_dynamic")),
     )
 )
-
-
-def _code(node: cst.CSTNode) -> str:
-    return cst.Module([]).code_for_node(node)
 
 
 def _int(node: cst.BaseExpression) -> int | None:

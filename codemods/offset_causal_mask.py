@@ -9,30 +9,33 @@ import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
 
 from .base import PatchkitCodemod
+from .base import strip_parens as _strip
 
 _HELPER = '''
 def {name}(attn_mask, offset, query, key):
-    """Mask for queries at positions ``offset + i`` over a preallocated key buffer.
+    """The call's own attention, for queries at ``offset + i`` over a preallocated key buffer.
 
-    With a static KV cache the keys are the whole buffer and ``offset`` is a 0-d
-    tensor: key ``j`` is visible to query ``i`` when ``j <= offset + i`` (causal,
-    and positions not filled yet are hidden).  A Python int offset means no
-    static cache: ``attn_mask`` is returned unchanged.
+    A Python int offset (eager runs, or no static cache): ``attn_mask`` is
+    returned unchanged and the call is exactly upstream's.  A 0-d tensor offset
+    (compiled runs over the whole buffer) gives the boolean mask of what
+    upstream's call over the filled keys ``j < offset + len(query)`` attends to:
+    with no mask, causal (``j <= i``) at offset 0 and every filled key past it
+    (upstream passes ``is_causal=False`` then); with a mask, that mask over the
+    filled keys, padded out with hidden positions.
     """
     if not torch.is_tensor(offset):
         return attn_mask
-    query_pos = offset + torch.arange(query.shape[-2], device=query.device)
-    visible = torch.arange(key.shape[-2], device=key.device) <= query_pos.unsqueeze(-1)
+    steps = query.shape[-2]
+    key_pos = torch.arange(key.shape[-2], device=key.device)
     if attn_mask is None:
-        return visible
+        last = torch.where(offset == 0, torch.arange(steps, device=key.device), offset + steps - 1)
+        return key_pos <= last.unsqueeze(-1)
+    filled = key_pos < offset + steps
+    pad = key.shape[-2] - attn_mask.shape[-1]
     if attn_mask.dtype == torch.bool:
-        return attn_mask & visible
-    return attn_mask.masked_fill(~visible, float("-inf"))
+        return torch.nn.functional.pad(attn_mask, (0, pad), value=False) & filled
+    return torch.nn.functional.pad(attn_mask, (0, pad), value=float("-inf")).masked_fill(~filled, float("-inf"))
 '''
-
-
-def _strip(node: cst.BaseExpression) -> cst.BaseExpression:
-    return node.with_changes(lpar=[], rpar=[]) if getattr(node, "lpar", None) else node
 
 
 def _kw(call: cst.Call, name: str) -> cst.Arg | None:
@@ -53,10 +56,13 @@ class OffsetCausalMask(PatchkitCodemod):
     ``attn_mask=<helper>(<m>, <offset>, <query>, <key>)`` and
     ``is_causal=(<m> is None and not torch.is_tensor(<offset>) and <offset> == 0)``,
     and adds the helper function to the module.  For a Python int offset (no
-    cache, or a cache with the old accessors) the helper returns ``<m>`` and
-    the call is exactly the old one.  For a tensor offset the mask is
-    ``key_pos <= offset + query_pos``: the same attention as the causal mask
-    over the filled prefix.
+    cache, eager runs under ``kv-cache-callsites``) the helper returns ``<m>``
+    and the call is exactly upstream's.  For a tensor offset the helper builds
+    the boolean mask of the attention upstream's call computes over the filled
+    prefix ``offset + len(query)``: causal at offset 0 without a mask, every
+    filled key at a later offset (upstream passes ``is_causal=False`` there, so
+    a multi-token chunk sees the whole chunk), and a passed mask padded over
+    the unfilled positions.
     """
 
     NAME = "offset-causal-mask"

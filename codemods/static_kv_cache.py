@@ -9,12 +9,8 @@ import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
 
 from .base import CodemodOptionError, PatchkitCodemod
-
-_IS_COMPILING = "torch.compiler.is_compiling()"
-
-
-def _code(node: cst.CSTNode) -> str:
-    return cst.Module([]).code_for_node(node)
+from .base import code as _code
+from .base import IS_COMPILING, IS_COMPILING_CODE as _IS_COMPILING
 
 
 def _self_attr(name: str) -> m.Attribute:
@@ -25,15 +21,7 @@ def _not_compiling_if(node: cst.CSTNode) -> bool:
     return m.matches(
         node,
         m.If(
-            test=m.UnaryOperation(
-                operator=m.Not(),
-                expression=m.Call(
-                    func=m.Attribute(
-                        value=m.Attribute(value=m.Name("torch"), attr=m.Name("compiler")),
-                        attr=m.Name("is_compiling"),
-                    )
-                ),
-            )
+            test=m.UnaryOperation(operator=m.Not(), expression=IS_COMPILING)
         ),
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -85,12 +85,40 @@ def plan(ps: PatchSet, pristine: dict[str, bytes], version: str) -> Plan:
     files = dict(pristine)
     reports = []
     for step in ps.steps:
-        reports.append(_run_step(step, files))
+        reports.append(_run_step(step, files, pristine))
     changed = tuple(sorted(rel for rel in files if files[rel] != pristine.get(rel)))
     return Plan(ps.model, version, files, changed, tuple(reports))
 
 
-def _run_step(step: Step, files: dict[str, bytes]) -> StepReport:
+def upstream_lines(pristine: str, current: str) -> list[int]:
+    """For each 1-based line of ``current`` (the file after earlier steps), the line of ``pristine`` it comes from.
+
+    Line 0 of the result is unused.  A line that an earlier step rewrote maps to the upstream line it
+    replaced (the block's last one where the rewrite added lines); a line that an earlier step added
+    maps to the upstream line just before it.  Sites are reported in upstream's numbering, so a lock
+    and a drift message point at the line a reader finds in the upstream release.
+    """
+    old, new = pristine.splitlines(), current.splitlines()
+    out = [0] * (len(new) + 1)
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        for j in range(j1, j2):
+            if tag == "equal":
+                out[j + 1] = i1 + (j - j1) + 1
+            elif tag == "replace":
+                out[j + 1] = i1 + min(j - j1, i2 - i1 - 1) + 1
+            else:  # "insert": added by an earlier step
+                out[j + 1] = max(i1, 1)
+    return out
+
+
+def _upstream_sites(sites: tuple[Site, ...], lines: list[int] | None) -> tuple[Site, ...]:
+    if lines is None:
+        return sites
+    return tuple(replace(x, line=lines[x.line]) if 0 < x.line < len(lines) else x for x in sites)
+
+
+def _run_step(step: Step, files: dict[str, bytes], pristine: dict[str, bytes] | None = None) -> StepReport:
     cls = REGISTRY.get(step.codemod)
     if cls is None:
         raise BadInput(f"patch set names unknown codemod {step.codemod!r}; known: {', '.join(sorted(REGISTRY))}")
@@ -111,7 +139,12 @@ def _run_step(step: Step, files: dict[str, bytes]) -> StepReport:
             except cst.ParserSyntaxError as err:  # pragma: no cover - a codemod bug
                 raise PatchkitError(f"{step.codemod} produced unparsable code in {rel}: {err.message}") from err
             files[rel] = result.code.encode("utf-8")
-        outcomes.append(FileOutcome(rel, tuple(result.matches), tuple(result.already), result.changed))
+        before = pristine.get(rel) if pristine is not None else None
+        lines = None
+        if before is not None and before.decode("utf-8", "replace") != source:
+            lines = upstream_lines(before.decode("utf-8", "replace"), source)
+        outcomes.append(FileOutcome(rel, _upstream_sites(tuple(result.matches), lines),
+                                    _upstream_sites(tuple(result.already), lines), result.changed))
     n_match = sum(len(o.matches) for o in outcomes)
     n_already = sum(len(o.already) for o in outcomes)
     if n_match:

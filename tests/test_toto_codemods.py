@@ -176,7 +176,8 @@ def test_chain_eager_forecasts_unchanged(chain) -> None:
         for horizon in (24, 16):
             want = original.forecast(before, series, horizon)
             got = patched.forecast(after, series, horizon)
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            # eager runs upstream's own reads (host offsets, K/V sliced to the filled length): bit for bit
+            assert torch.equal(got, want), float((got - want).abs().max())
         torch.testing.assert_close(
             patched.forecast(after, series, 24, use_cache=False), original.forecast(before, series, 24, use_cache=False)
         )
@@ -215,3 +216,86 @@ def test_chain_compiles_without_breaks_or_recompiles(chain) -> None:
         torch.testing.assert_close(third, first)
     finally:
         torch._dynamo.reset()
+
+
+# -- offset-causal-mask: upstream's attention for every call pattern, not only one-patch decode ------------
+
+ATTEND_SRC = """
+import torch
+import torch.nn.functional as F
+
+
+def attend(q, k, v, mask, offset):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=(mask is None and offset == 0))
+"""
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
+@pytest.mark.parametrize("offset,steps", [(0, 1), (0, 3), (5, 1), (5, 3)])
+def test_offset_causal_mask_matches_upstream_attention(mask_kind: str, offset: int, steps: int, tmp_path) -> None:
+    """A tensor offset over the whole buffer attends as upstream's call over the filled keys: causal at offset 0,
+    the whole chunk (upstream's is_causal=False) past it, and a passed mask kept; an int offset is upstream's call."""
+    torch = pytest.importorskip("torch")
+    result = run_codemod(REGISTRY["offset-causal-mask"], ATTEND_SRC, options={})
+    assert result.matches
+    (tmp_path / "attend_up.py").write_text(ATTEND_SRC)
+    (tmp_path / "attend_pk.py").write_text(result.code)
+    up = _load(tmp_path / "attend_up.py", "attend_up").attend
+    pk = _load(tmp_path / "attend_pk.py", "attend_pk").attend
+    g = torch.Generator().manual_seed(offset * 10 + steps)
+    buffer_len, filled = 12, offset + steps
+    q = torch.randn(2, 3, steps, 8, generator=g)
+    k_buf = torch.randn(2, 3, buffer_len, 8, generator=g)
+    v_buf = torch.randn(2, 3, buffer_len, 8, generator=g)
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.rand(steps, filled, generator=g) > 0.3
+        mask[:, 0] = True  # every query sees at least one key
+    elif mask_kind == "float":
+        mask = torch.randn(steps, filled, generator=g)
+    want = up(q, k_buf[..., :filled, :], v_buf[..., :filled, :], mask, offset)
+    torch.testing.assert_close(pk(q, k_buf, v_buf, mask, torch.tensor(offset)), want, rtol=1e-5, atol=1e-6)
+    # an int offset over the filled keys is upstream's call, bit for bit
+    assert torch.equal(pk(q, k_buf[..., :filled, :], v_buf[..., :filled, :], mask, offset), want)
+
+
+# -- item-scalar: upstream's value in eager and compiled, for any table dtype and late writes ---------------
+
+FLOAT_TABLE_SRC = """
+import torch
+
+
+class Scales:
+    def __init__(self):
+        self._table = torch.tensor([0.0, 1.7, 2.5])
+
+    def whole(self, i):
+        return int(self._table[i].item())
+
+    def raw(self, i):
+        return self._table[i].item()
+"""
+
+
+def test_item_scalar_keeps_upstream_values(tmp_path) -> None:
+    """int() of a float table still truncates; eager reads the live tensor (a table written after construction,
+    e.g. by load_state_dict, reads as upstream); compiled reads the host copy with upstream's conversion."""
+    torch = pytest.importorskip("torch")
+    result = run_codemod(REGISTRY["item-scalar"], FLOAT_TABLE_SRC, options={"tables": ["_table"]})
+    assert len(result.matches) == 2
+    (tmp_path / "scales_up.py").write_text(FLOAT_TABLE_SRC)
+    (tmp_path / "scales_pk.py").write_text(result.code)
+    up = _load(tmp_path / "scales_up.py", "scales_up").Scales()
+    pk = _load(tmp_path / "scales_pk.py", "scales_pk").Scales()
+    for i in range(3):
+        assert pk.whole(i) == up.whole(i) and type(pk.whole(i)) is int
+        assert pk.raw(i) == up.raw(i)
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(lambda x: x * pk.whole(1) + pk.raw(2), backend="eager", fullgraph=True)
+        assert torch.equal(compiled(torch.ones(2)), torch.ones(2) * up.whole(1) + up.raw(2))
+    finally:
+        torch._dynamo.reset()
+    up._table[1] = 4.2  # written from outside the class after construction
+    pk._table[1] = 4.2
+    assert pk.whole(1) == up.whole(1) == 4

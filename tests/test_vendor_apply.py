@@ -254,3 +254,41 @@ def test_apply_parses_only_the_files_its_steps_name(chronos_ws: Path):
     r = api.apply("chronos2", root=chronos_ws, check=True)
     # one outcome per (step, named file): the 30-odd other files of the package are never parsed
     assert sum(len(s.outcomes) for s in r.steps) == sum(len(s.files) for s in patches.get("chronos2").steps) == 4
+
+
+def test_sites_are_numbered_in_upstream_lines():
+    """A later step's sites carry upstream's line numbers, not those of the text an earlier step lengthened."""
+    from patchkit.apply import _run_step
+    from patchkit.patchset import Step
+
+    source = (
+        "import torch\n\n\n"
+        "class Table:\n"
+        "    def __init__(self):\n"
+        "        self._slot = torch.arange(4)\n\n"
+        "    def slot(self, i):\n"
+        "        return int(self._slot[i].item())\n\n\n"
+        "def check(x):\n"
+        "    if torch.isnan(x).any():\n"
+        "        raise ValueError('nan')\n"
+        "    return x\n"
+    )
+    pristine = {"m.py": source.encode()}
+    files = dict(pristine)
+    first = _run_step(Step("item-scalar", ("m.py",), {"tables": ["_slot"]}), files, pristine)
+    second = _run_step(Step("isnan-guard", ("m.py",)), files, pristine)
+    assert files["m.py"].decode().count("\n") > source.count("\n")  # the first step added lines above the guard
+    upstream = source.splitlines()
+    (item_site,) = first.outcomes[0].matches
+    (nan_site,) = second.outcomes[0].matches
+    assert "item()" in upstream[item_site.line - 1]
+    assert "torch.isnan(x).any()" in upstream[nan_site.line - 1], nan_site
+
+
+def test_upstream_lines_maps_rewritten_and_added_lines():
+    from patchkit.apply import upstream_lines
+
+    old = "a\nb\nc\nd\n"
+    new = "a\nB1\nB2\nc\nadded\nd\n"
+    lines = upstream_lines(old, new)
+    assert lines[1:] == [1, 2, 2, 3, 3, 4]
