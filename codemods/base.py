@@ -91,6 +91,8 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
         self._top_imports: set[str] = set()
         #: names of the enclosing function definitions, innermost last
         self.function_stack: list[str] = []
+        #: > 0 inside ``(A if torch.compiler.is_compiling() else B)``: a site already split into compiled and eager
+        self.split_depth = 0
 
     def require_import(self, module: str) -> None:
         """Make sure ``import <module>`` exists, without a second pass when it already does."""
@@ -109,6 +111,15 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
             for alias in small.names
             if alias.asname is None
         }
+
+    def visit_IfExp(self, node: cst.IfExp) -> None:
+        if m.matches(node, COMPILED_ELSE_EAGER):
+            self.split_depth += 1
+
+    def leave_IfExp(self, original_node: cst.IfExp, updated_node: cst.IfExp) -> cst.BaseExpression:
+        if m.matches(original_node, COMPILED_ELSE_EAGER):
+            self.split_depth -= 1
+        return updated_node
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self.function_stack.append(node.name.value)

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import libcst as cst
 import libcst.matchers as m
 
-from .base import COMPILED_ELSE_EAGER, CodemodOptionError, PatchkitCodemod, code, compiled_else_eager
+from .base import CodemodOptionError, PatchkitCodemod, code, compiled_else_eager
 
 #: In-place tensor methods that would make a "static" table change after construction.
 _INPLACE_SUFFIX = "_"
@@ -77,7 +77,6 @@ class ItemScalar(PatchkitCodemod):
         self._classes: list[str] = []
         #: per enclosing class, innermost last: (static tables, tables read outside the constructors)
         self._scopes: list[tuple[set[str], set[str]]] = []
-        self._split_depth = 0  # inside `A if torch.compiler.is_compiling() else B`: this codemod's own output
         self._inner_reads: set[int] = set()  # `.item()` calls wrapped by an `int(...)` this codemod rewrites
 
     @property
@@ -107,15 +106,6 @@ class ItemScalar(PatchkitCodemod):
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
         self._classes.pop()
         self._scopes.pop()
-        return updated_node
-
-    def visit_IfExp(self, node: cst.IfExp) -> None:
-        if m.matches(node, COMPILED_ELSE_EAGER):
-            self._split_depth += 1
-
-    def leave_IfExp(self, original_node: cst.IfExp, updated_node: cst.IfExp) -> cst.IfExp:
-        if m.matches(original_node, COMPILED_ELSE_EAGER):
-            self._split_depth -= 1
         return updated_node
 
     def _is_static(self, cls: cst.ClassDef, table: str) -> bool:
@@ -228,7 +218,7 @@ class ItemScalar(PatchkitCodemod):
     _INT = m.Call(func=m.Name("int"), args=[m.Arg(keyword=None)])
 
     def _in_reads_scope(self) -> bool:
-        return (self._in_class() and bool(self.function_stack) and not self._split_depth
+        return (self._in_class() and bool(self.function_stack) and not self.split_depth
                 and self.function_stack[-1] not in self.options["constructors"])
 
     def visit_Call(self, node: cst.Call) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import COMPILED_ELSE_EAGER, PatchkitCodemod, compiled_else_eager
+from .base import PatchkitCodemod, compiled_else_eager
 
 
 class KvCacheCallsites(PatchkitCodemod):
@@ -44,16 +44,6 @@ class KvCacheCallsites(PatchkitCodemod):
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         self._target_depth = 0
-        self._split_depth = 0  # inside `A if torch.compiler.is_compiling() else B`: this codemod's own output
-
-    def visit_IfExp(self, node: cst.IfExp) -> None:
-        if m.matches(node, COMPILED_ELSE_EAGER):
-            self._split_depth += 1
-
-    def leave_IfExp(self, original_node: cst.IfExp, updated_node: cst.IfExp) -> cst.IfExp:
-        if m.matches(original_node, COMPILED_ELSE_EAGER):
-            self._split_depth -= 1
-        return updated_node
 
     def _receiver(self, node: cst.CSTNode) -> bool:
         return m.matches(node, m.Name()) and node.value in self.options["receivers"]  # type: ignore[attr-defined]
@@ -65,7 +55,7 @@ class KvCacheCallsites(PatchkitCodemod):
         name = func.attr.value
         renames = self.options["renames"]
         recv = func.value.value  # type: ignore[attr-defined]
-        if self._split_depth:
+        if self.split_depth:
             if name in renames.values() or name == self.options["subscript_method"]:
                 self.record_already(original_node, f"already calls {recv}.{name}() when compiling")
             return updated_node
@@ -86,7 +76,7 @@ class KvCacheCallsites(PatchkitCodemod):
 
     def leave_Subscript(self, original_node: cst.Subscript, updated_node: cst.Subscript) -> cst.BaseExpression:
         method = self.options["subscript_method"]
-        if not method or self._target_depth or self._split_depth or not self._receiver(original_node.value):
+        if not method or self._target_depth or self.split_depth or not self._receiver(original_node.value):
             return updated_node
         if len(original_node.slice) != 1 or not isinstance(original_node.slice[0].slice, cst.Index):
             return updated_node
