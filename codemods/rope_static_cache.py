@@ -1,4 +1,4 @@
-"""rope-static-cache: precompute rotary cos/sin once instead of caching them on the module in forward."""
+"""rope-static-cache: compiled code computes rotary cos/sin without writing the module; eager keeps upstream's cache."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import CodemodOptionError, PatchkitCodemod
+from .base import IS_COMPILING, IS_COMPILING_CODE, CodemodOptionError, PatchkitCodemod
 
 
 def _self_attr(name: str) -> m.Attribute:
@@ -80,7 +80,7 @@ class _AttrToLocal(cst.CSTTransformer):
 
 
 class RopeStaticCache(PatchkitCodemod):
-    """Replace a rotary embedding's lazily grown cos/sin cache by a static table.
+    """Keep a rotary embedding's lazily grown cos/sin cache out of compiled code.
 
     Hazard: the cache method writes module attributes during forward
     (``self.seq_len_cached = seq_len``, ``self.cos_cached = ...``).  Dynamo
@@ -94,56 +94,51 @@ class RopeStaticCache(PatchkitCodemod):
 
     The rewrite, in the class named by ``class_name``:
 
-    * the cache method's body becomes a new pure method ``compute_method``
-      (same arguments, attribute writes turned into locals, returns the pair);
-    * ``__init__`` drops the ``None`` initialisers of the cache attributes and
-      registers the table for ``max_positions`` positions as two
-      *non-persistent* buffers (checkpoints without them still load strictly);
-    * the cache method returns slices of the table along ``seq_axis`` and, for
-      a longer sequence than the table holds, calls ``compute_method``: same
-      values as before, nothing stored on the module.
+    * the body of the cache method's ``if`` becomes a new pure method
+      ``compute_method`` (same arguments, attribute writes turned into locals,
+      returns the pair);
+    * the cache method starts with ``if torch.compiler.is_compiling(): return
+      self.<compute_method>(x, seq_len)``: compiled code computes the table of
+      the current length from the current ``inv_freq`` on every call (a few
+      hundred multiply-adds per layer, fused into the graph) and writes nothing;
+    * eager runs upstream's cache method unchanged.
 
-    The table is built by the very code upstream ran per call, so eager values
-    are bit-identical.  Matches a cache method whose body is
+    So eager is upstream bit for bit, for every dtype, device, ``.half()`` /
+    ``.to(bfloat16)`` conversion and meta-device initialisation.  Compiled code
+    gives what upstream computes on a cache miss: the same operations in the
+    module's dtype.  The one difference: upstream can serve a table cached
+    before the module was converted to another dtype or device, compiled code
+    never does.  Matches a cache method whose body is
     ``if <len> != self.<length_attr>: ...`` (either operand order) followed by
-    ``return self.<cos>, self.<sin>``; any other read of the cache attributes
-    in the class blocks the rewrite.
+    ``return self.<cos>, self.<sin>``; any read of the cache attributes
+    elsewhere in the class (outside ``__init__``'s initialisers) refuses the
+    site, because compiled code no longer keeps them current.
     """
 
     NAME = "rope-static-cache"
-    DESCRIPTION = "Precompute rotary cos/sin as non-persistent buffers and slice them in forward; no module state written in forward."
+    DESCRIPTION = ("Compiled code computes rotary cos/sin per call and writes no module state; eager keeps "
+                   "upstream's cache.")
     LOOKS_FOR = (
         "a rotary class whose cache method does `if seq_len != self.<length_attr>:` "
         "... `self.<cos> = ...` ... and returns `self.<cos>, self.<sin>`"
     )
     # The upstream's names (class, cache method, attributes) have no defaults: the
-    # patch set names them.  compute_method and table_attrs are names this codemod adds.
+    # patch set names them.  compute_method is the name this codemod adds.
     OPTIONS: dict[str, Any] = {
         "class_name": None,
         "cache_method": None,
         "compute_method": "_compute_cos_sin",
         "length_attr": None,
         "cache_attrs": None,
-        "table_attrs": ("cos_static", "sin_static"),
-        # Tensor whose device/dtype the table is built on in __init__ (a buffer
-        # registered before the cache attributes are initialised).
-        "reference_attr": None,
-        "max_positions": None,
-        "seq_axis": -2,
     }
 
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         o = self.options
-        if not isinstance(o["max_positions"], int) or isinstance(o["max_positions"], bool) or o["max_positions"] < 1:
-            raise CodemodOptionError("codemod 'rope-static-cache': max_positions must be a positive int")
-        if not isinstance(o["seq_axis"], int) or isinstance(o["seq_axis"], bool):
-            raise CodemodOptionError("codemod 'rope-static-cache': seq_axis must be an int")
-        for key in ("cache_attrs", "table_attrs"):
-            o[key] = tuple(o[key] or ())
-            if len(o[key]) != 2 or not all(isinstance(a, str) and a.isidentifier() for a in o[key]):
-                raise CodemodOptionError(f"codemod 'rope-static-cache': {key} must be two attribute names")
-        for key in ("class_name", "cache_method", "compute_method", "length_attr", "reference_attr"):
+        o["cache_attrs"] = tuple(o["cache_attrs"] or ())
+        if len(o["cache_attrs"]) != 2 or not all(isinstance(a, str) and a.isidentifier() for a in o["cache_attrs"]):
+            raise CodemodOptionError("codemod 'rope-static-cache': cache_attrs must be two attribute names")
+        for key in ("class_name", "cache_method", "compute_method", "length_attr"):
             if not isinstance(o[key], str) or not o[key].isidentifier():
                 raise CodemodOptionError(f"codemod 'rope-static-cache': {key} must be an identifier")
 
@@ -180,7 +175,12 @@ class RopeStaticCache(PatchkitCodemod):
         return body[0], x_name, len_name
 
     def _is_fixed_cache_method(self, fn: cst.FunctionDef) -> bool:
-        return bool(_uses(fn, set(self.options["table_attrs"])))
+        """Does ``fn`` start with ``if torch.compiler.is_compiling(): return self.<compute_method>(...)``?"""
+        body = _statements(fn.body)
+        compute = m.Call(func=_self_attr(self.options["compute_method"]))
+        return bool(body) and m.matches(body[0], m.If(
+            test=IS_COMPILING, orelse=None,
+            body=m.IndentedBlock(body=[m.SimpleStatementLine(body=[m.Return(value=compute)])])))
 
     # -- rewriting -------------------------------------------------------------
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
@@ -195,7 +195,7 @@ class RopeStaticCache(PatchkitCodemod):
         init_fn: cst.FunctionDef = members[fns["__init__"]]  # type: ignore[assignment]
 
         if self._is_fixed_cache_method(cache_fn) and o["compute_method"] in fns:
-            self.record_already(original_node, f"{o['class_name']}.{o['cache_method']} already slices a static table")
+            self.record_already(original_node, f"{o['class_name']}.{o['cache_method']} already computes the table per call when compiling")
             return updated_node
         found = self._match_cache_method(cache_fn)
         if found is None:
@@ -204,8 +204,8 @@ class RopeStaticCache(PatchkitCodemod):
 
         cos, sin = o["cache_attrs"]
         state = {o["length_attr"], cos, sin}
-        # Every other use of the cache state must be the __init__ initialisers;
-        # a reader elsewhere would break once the attributes are gone.
+        # Every other use of the cache state must be the __init__ initialisers: a reader
+        # elsewhere would see a cache compiled code no longer keeps current.
         for i, member in enumerate(members):
             if i == fns[o["cache_method"]]:
                 continue
@@ -216,26 +216,23 @@ class RopeStaticCache(PatchkitCodemod):
                 continue
             if _uses(member, state):
                 return updated_node
-        if o["compute_method"] in fns or _uses(updated_node, set(o["table_attrs"])):
+        if o["compute_method"] in fns:
             return updated_node  # name clash: refuse rather than shadow something
 
         compute_fn = self._compute_method(cache_fn, if_node)
-        new_cache_fn = self._sliced_cache_method(cache_fn, x_name, len_name)
-        new_init = self._init_with_table(init_fn, state)
-
+        new_cache_fn = self._split_cache_method(cache_fn, x_name, len_name)
         new_members: list[cst.BaseStatement] = []
         for i, member in enumerate(members):
-            if i == fns["__init__"]:
-                new_members.append(new_init)
-            elif i == fns[o["cache_method"]]:
+            if i == fns[o["cache_method"]]:
                 new_members.append(compute_fn)
                 new_members.append(new_cache_fn)
             else:
                 new_members.append(member)
+        self.require_import("torch")
         self.record(
             original_node.body.body[fns[o["cache_method"]]],
             f"{o['class_name']}.{o['cache_method']}: writes self.{o['length_attr']}/self.{cos}/self.{sin} "
-            f"in forward -> slices of a {o['max_positions']}-position table",
+            f"in forward -> computed per call when compiling, upstream's cache in eager",
         )
         return updated_node.with_changes(body=updated_node.body.with_changes(body=new_members))
 
@@ -266,35 +263,18 @@ class RopeStaticCache(PatchkitCodemod):
             body=cst.IndentedBlock(body=body),
         )
 
-    def _sliced_cache_method(self, cache_fn: cst.FunctionDef, x_name: str, len_name: str) -> cst.FunctionDef:
-        o = self.options
-        cos_t, sin_t = o["table_attrs"]
-        axis = o["seq_axis"]
-        # A slice along `axis` without knowing the rank: narrow() does exactly that.
-        body = cst.parse_module(
-            f"if {len_name} <= self.{cos_t}.shape[{axis}]:\n"
-            f"    return self.{cos_t}.narrow({axis}, 0, {len_name}), self.{sin_t}.narrow({axis}, 0, {len_name})\n"
-            f"return self.{o['compute_method']}({x_name}, {len_name})\n"
-        ).body
+    def _split_cache_method(self, cache_fn: cst.FunctionDef, x_name: str, len_name: str) -> cst.FunctionDef:
+        """Upstream's cache method behind a compiled-only early return."""
+        split = cst.parse_statement(
+            f"if {IS_COMPILING_CODE}:\n"
+            f"    return self.{self.options['compute_method']}({x_name}, {len_name})\n"
+        )
+        comment = cst.EmptyLine(comment=cst.Comment(
+            "# rope-static-cache: compiled code computes the table per call and writes no module state"))
+        split = split.with_changes(leading_lines=[comment])
+        body = cache_fn.body
+        assert isinstance(body, cst.IndentedBlock)  # _match_cache_method saw two statements
         return cache_fn.with_changes(
-            body=cst.IndentedBlock(body=list(body)),
+            body=body.with_changes(body=[split, *body.body]),
             leading_lines=[cst.EmptyLine(indent=False)],
         )
-
-    def _init_with_table(self, init_fn: cst.FunctionDef, state: set[str]) -> cst.FunctionDef:
-        o = self.options
-        cos_t, sin_t = o["table_attrs"]
-        kept = [s for s in _statements(init_fn.body) if _assigned_self_attr(s) not in state]
-        comment = cst.EmptyLine(
-            comment=cst.Comment(
-                f"# rope-static-cache: cos/sin for {o['max_positions']} positions, built once; "
-                "forward slices them and writes no module state."
-            )
-        )
-        added = cst.parse_module(
-            f"{cos_t}, {sin_t} = self.{o['compute_method']}(self.{o['reference_attr']}, {o['max_positions']})\n"
-            f'self.register_buffer("{cos_t}", {cos_t}, persistent=False)\n'
-            f'self.register_buffer("{sin_t}", {sin_t}, persistent=False)\n'
-        ).body
-        added = [added[0].with_changes(leading_lines=[comment]), *added[1:]]
-        return init_fn.with_changes(body=init_fn.body.with_changes(body=kept + added))

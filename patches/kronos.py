@@ -28,11 +28,6 @@ from patchkit.verify.traffic import TrafficRanges
 
 PIN = "67b630e67f6a18c9e9be918d9b4337c960db1e9a"
 
-#: Rotary table length.  Kronos-small/base run with max_context 512, Kronos-mini
-#: with 2048; the tokenizer also encodes the whole look-back.  Longer sequences
-#: still work: they take the uncached path (eager-correct, no module state).
-ROPE_MAX_POSITIONS = 2048
-
 PATCHSET = PatchSet(
     model="kronos",
     title="Kronos (shiyu-coder/Kronos): foundation model for candlestick (OHLCV) series",
@@ -50,10 +45,6 @@ PATCHSET = PatchSet(
                 "compute_method": "_compute_cos_sin",
                 "length_attr": "seq_len_cached",
                 "cache_attrs": ("cos_cached", "sin_cached"),
-                "table_attrs": ("cos_static", "sin_static"),
-                "reference_attr": "inv_freq",
-                "max_positions": ROPE_MAX_POSITIONS,
-                "seq_axis": -2,
             },
             why=(
                 "RotaryPositionalEmbedding._update_cos_sin_cache writes seq_len_cached/cos_cached/sin_cached "

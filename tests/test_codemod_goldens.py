@@ -8,6 +8,7 @@ also run again to prove idempotence.  Adding a case is adding files.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import libcst as cst
@@ -73,3 +74,23 @@ def test_idempotent(name: str, case_in: Path) -> None:
     assert again.code == expected
     assert not again.matches
     assert again.already, "an already-patched file must be recognised as such"
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_contract(name: str) -> None:
+    """Stable kebab-case name, one-line description, what drift messages say it looked for, and a
+    docstring that names the hazard it removes."""
+    cls = REGISTRY[name]
+    assert cls.NAME == name and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name)
+    assert cls.DESCRIPTION and cls.LOOKS_FOR
+    doc = cls.__doc__ or ""
+    assert "Hazard" in doc, f"{name}: the docstring must name the hazard it removes ('Hazard: ...')"
+
+
+@pytest.mark.parametrize("name", sorted({p.values[0] for p in CASES if "crlf" in p.values[1].name}))
+def test_crlf_cases_keep_crlf(name: str) -> None:
+    for case_in in (FIXTURES / name).glob("*crlf*.in.py"):
+        if case_in.name.startswith("untouched_"):
+            continue
+        out = _read(case_in.with_name(case_in.name[:-6] + ".out.py"))
+        assert "\r\n" in _read(case_in) and out.count("\r\n") == out.count("\n") > 0

@@ -86,7 +86,8 @@ def test_applies_to_both_commits_and_is_idempotent(trees, which: int) -> None:
     assert len(report) == 10, report
     module = (patched / "model/module.py").read_bytes()
     assert module.count(b"\r\n") == module.count(b"\n")
-    assert b"seq_len_cached" not in module
+    # eager keeps upstream's cache; compiled code computes the table per call
+    assert b"if torch.compiler.is_compiling():\r\n            return self._compute_cos_sin(" in module
     assert b"torch.compiler.cudagraph_mark_step_begin()" in (patched / "model/kronos.py").read_bytes()
     before = {p: p.read_bytes() for p in patched.rglob("*.py")}
     assert _apply(patched) == []

@@ -1,9 +1,7 @@
 """Golden and behaviour tests for the codemods of the Toto patch set.
 
-Golden cases live in ``tests/fixtures/<codemod-name>/``: ``<case>.in.py`` with
-``<case>.out.py`` (expected rewrite) or, for ``untouched_*`` cases, no
-``.out.py`` (the codemod must leave the file byte for byte).  Options for a
-case come from ``<case>.options.json``.
+Golden cases live in ``tests/fixtures/<codemod-name>/`` and run through the one
+runner, ``tests/test_codemod_goldens.py``; this module holds behaviour tests.
 
 The chain tests run the whole codemod sequence of ``patches/toto.py`` over a
 small decoder of the same shape (``tests/toto_chain/mini_decoder.py``) and
@@ -15,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -26,72 +23,10 @@ from patchkit.codemods import REGISTRY, run_codemod
 FIXTURES = Path(__file__).parent / "fixtures"
 CHAIN = Path(__file__).parent / "toto_chain"
 
-#: the codemods this module covers (the Toto patch set's own)
-TOTO_CODEMODS = (
-    "item-scalar",
-    "static-kv-cache",
-    "kv-cache-callsites",
-    "offset-causal-mask",
-    "decode-prefix-slice",
-    "mark-growing-dynamic",
-)
-
-
-def _cases(untouched: bool) -> list:
-    found = []
-    for name in TOTO_CODEMODS:
-        for src in sorted((FIXTURES / name).glob("*.in.py")):
-            case = src.name[: -len(".in.py")]
-            if case.startswith("untouched_") == untouched:
-                found.append(pytest.param(name, src, id=f"{name}/{case}"))
-    return found
-
 
 def _options(src: Path) -> dict:
     opts = src.with_name(src.name.replace(".in.py", ".options.json"))
     return json.loads(opts.read_text()) if opts.exists() else {}
-
-
-def _out(src: Path) -> Path:
-    return src.with_name(src.name.replace(".in.py", ".out.py"))
-
-
-@pytest.mark.parametrize("name", TOTO_CODEMODS)
-def test_registered_with_contract(name: str) -> None:
-    cls = REGISTRY[name]
-    assert cls.NAME == name and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name)
-    assert cls.DESCRIPTION and cls.LOOKS_FOR
-    doc = (cls.__doc__ or "").lower()
-    assert "graph break" in doc or "recompile" in doc, "docstring must name the hazard it removes"
-    assert _cases(False) and any(p.values[0] == name for p in _cases(False)), f"{name} has no golden case"
-
-
-@pytest.mark.parametrize("name,src", _cases(untouched=True))
-def test_untouched_cases_are_byte_identical(name: str, src: Path) -> None:
-    assert not _out(src).exists(), "untouched cases have no .out.py"
-    text = src.read_text()
-    result = run_codemod(REGISTRY[name], text, filename=str(src), options=_options(src))
-    assert result.code == text
-    assert not result.changed and not result.matches
-
-
-@pytest.mark.parametrize("name,src", _cases(untouched=False))
-def test_rewrites_to_expected_output(name: str, src: Path) -> None:
-    result = run_codemod(REGISTRY[name], src.read_text(), filename=str(src), options=_options(src))
-    assert result.code == _out(src).read_text()
-    assert result.changed
-    assert result.matches, "every rewritten site is reported"
-    assert all(site.line > 0 and site.construct for site in result.matches)
-    compile(result.code, str(src), "exec")
-
-
-@pytest.mark.parametrize("name,src", _cases(untouched=False))
-def test_idempotent_and_reports_already_fixed(name: str, src: Path) -> None:
-    fixed = _out(src).read_text()
-    result = run_codemod(REGISTRY[name], fixed, filename=str(_out(src)), options=_options(src))
-    assert result.code == fixed
-    assert not result.matches
-    assert result.already, "a second run reports the sites as already fixed"
 
 
 def test_item_scalar_warns_on_mutated_table() -> None:
