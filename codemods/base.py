@@ -94,6 +94,23 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
         #: > 0 inside ``(A if torch.compiler.is_compiling() else B)``: a site already split into compiled and eager
         self.split_depth = 0
 
+    @classmethod
+    def add_args(cls, arg_parser) -> None:
+        """Every option as ``--name VALUE`` for ``python -m libcst.tool codemod -x``: a JSON value (list,
+        object, number, true/false) or else a plain string; options not given keep their defaults."""
+        import argparse
+        import json
+
+        def value(text: str) -> Any:
+            try:
+                return json.loads(text)
+            except ValueError:
+                return text
+
+        for name in cls.OPTIONS:
+            arg_parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=value, default=argparse.SUPPRESS,
+                                    help=f"patch-set option {name!r} (JSON or a string)")
+
     def require_import(self, module: str) -> None:
         """Make sure ``import <module>`` exists, without a second pass when it already does."""
         if module not in self._top_imports:

@@ -8,7 +8,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
 
-from .base import PatchkitCodemod
+from .base import CodemodOptionError, PatchkitCodemod
 from .base import code as _code
 from .base import strip_parens as _strip
 from .base import IS_COMPILING as _IS_COMPILING
@@ -33,7 +33,17 @@ class DecodePrefixSlice(PatchkitCodemod):
     ``static-kv-cache``), so the compiled forward has one graph per phase.
     Eager runs are unchanged and still raise the same AssertionError.
 
-    Options: ``receivers`` (cache parameter names), ``empty_method``.
+    Derived that way, upstream's assert can no longer fail under compile: a
+    caller that fed two new steps would silently get one.  With
+    ``prefix_tensor`` (the patch set's expression for upstream's prefix as a
+    0-d tensor, read from the cache without ``.item()``) the compiled branch
+    also gets ``torch._assert_async(<prefix_tensor> == <prefix>, ...)``: a
+    device-side check with no host sync, so a multi-step decode raises a
+    ``RuntimeError`` (eager: upstream's ``AssertionError``) instead of dropping
+    steps.  Without it the site is still rewritten and the codemod warns.
+
+    Options: ``receivers`` (the upstream's cache parameter names, required),
+    ``empty_method`` (added by ``static-kv-cache``), ``prefix_tensor``.
     """
 
     NAME = "decode-prefix-slice"
@@ -42,7 +52,19 @@ class DecodePrefixSlice(PatchkitCodemod):
         "`if <cache> is not None:` computing <prefix> from the cache, then `X = X[..., <prefix>:]` and "
         "`assert (<prefix> == 0) or (X.shape[-1] == <step>)`"
     )
-    OPTIONS: dict[str, Any] = {"receivers": ("kv_cache",), "empty_method": "is_empty"}
+    OPTIONS: dict[str, Any] = {"receivers": None, "empty_method": "is_empty", "prefix_tensor": None}
+
+    def __init__(self, context, **options: Any) -> None:
+        super().__init__(context, **options)
+        self.identifiers("receivers")
+        if not isinstance(self.options["empty_method"], str) or not self.options["empty_method"].isidentifier():
+            raise CodemodOptionError("codemod 'decode-prefix-slice': empty_method must be an identifier")
+        check = self.options["prefix_tensor"]
+        if check is not None:
+            try:
+                cst.parse_expression(check)
+            except (cst.ParserSyntaxError, TypeError) as e:
+                raise CodemodOptionError(f"codemod 'decode-prefix-slice': prefix_tensor is not an expression: {e}")
 
     def leave_If(self, original_node: cst.If, updated_node: cst.If) -> cst.If:
         test = original_node.test
@@ -82,10 +104,21 @@ class DecodePrefixSlice(PatchkitCodemod):
                 )
             ]
         )
+        compiled: list[cst.BaseStatement] = [static]
+        check = self.options["prefix_tensor"]
+        if check is not None:
+            compiled.append(cst.parse_statement(
+                f"torch._assert_async(({check}) == {prefix}, "
+                f"\"decode-prefix-slice: compiled decode takes exactly one new step past the cache\")\n"
+            ))
+        else:
+            self.context.warnings.append(
+                f"decode-prefix-slice: no prefix_tensor given: under compile a call that feeds more than one new "
+                f"step past {cache} is not caught (upstream asserts it)")
         first = head[0]
         gate = cst.If(
             test=cst.parse_expression("torch.compiler.is_compiling()"),
-            body=cst.IndentedBlock(body=[static]),
+            body=cst.IndentedBlock(body=compiled),
             orelse=cst.Else(body=cst.IndentedBlock(body=[first.with_changes(leading_lines=[]), *head[1:]])),
             leading_lines=first.leading_lines,
         )

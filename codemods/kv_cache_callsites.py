@@ -36,13 +36,14 @@ class KvCacheCallsites(PatchkitCodemod):
     DESCRIPTION = "Use a KV cache's tensor-position and full-buffer accessors at the call sites."
     LOOKS_FOR = "`<cache>.<renamed method>(...)` calls and `<cache>[i]` reads on a cache variable"
     OPTIONS: dict[str, Any] = {
-        "receivers": ("kv_cache",),
+        "receivers": None,  # the upstream's parameter names for the cache: no default
         "renames": {},
         "subscript_method": None,
     }
 
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
+        self.identifiers("receivers")
         self._target_depth = 0
 
     def _receiver(self, node: cst.CSTNode) -> bool:

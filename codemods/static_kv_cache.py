@@ -70,14 +70,16 @@ class StaticKvCache(PatchkitCodemod):
         "`start = self.<index>[slot]` and asserts `end <= self.<max_len>`"
     )
     OPTIONS: dict[str, Any] = {
+        # the upstream's names: no defaults, the patch set names every one
         "class_name": None,
-        "keys_attr": "_keys",
-        "values_attr": "_values",
-        "index_attr": "_current_idx",
-        "max_len_attr": "max_seq_len",
-        "init_method": "__post_init__",
-        "append_method": "append",
-        "reset_method": "reset",
+        "keys_attr": None,
+        "values_attr": None,
+        "index_attr": None,
+        "max_len_attr": None,
+        "init_method": None,
+        "append_method": None,
+        "reset_method": None,
+        # names this codemod adds (patchkit's vocabulary, shared with kv-cache-callsites and decode-prefix-slice)
         "position_method": "seq_pos",
         "read_method": "read_full",
         "empty_method": "is_empty",
@@ -87,8 +89,10 @@ class StaticKvCache(PatchkitCodemod):
 
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
-        if not self.options["class_name"]:
-            raise CodemodOptionError("codemod 'static-kv-cache' needs option 'class_name'")
+        for key in ("class_name", "keys_attr", "values_attr", "index_attr", "max_len_attr", "init_method",
+                    "append_method", "reset_method", "position_method", "read_method", "empty_method", "flag_attr"):
+            if not isinstance(self.options[key], str) or not self.options[key].isidentifier():
+                raise CodemodOptionError(f"codemod 'static-kv-cache' needs option {key!r}: an identifier")
         self._depth = 0  # function nesting inside the target class
         self._in_target = False
         self._method = ""

@@ -71,12 +71,17 @@ PATCHSET = PatchSet(
                 "values_attr": "_values",
                 "index_attr": "_current_idx",
                 "max_len_attr": "max_seq_len",
+                "init_method": "__post_init__",
+                "append_method": "append",
+                "reset_method": "reset",
                 "position_method": "seq_pos",
                 "read_method": "read_full",
                 "empty_method": "is_empty",
+                "flag_attr": "_host_empty",
                 # memory_efficient_attention gets no mask for the static buffers: keep its sliced read
                 "sliced_read_when": "use_memory_efficient_attention",
             },
+            after=("item-scalar",),  # matches the host slot lookup item-scalar writes
             why="KVCache.append asserts `end_idx <= self.max_seq_len` on a tensor and writes "
             "self._keys[c, :, :, start_idx:end_idx, :] with tensor bounds (graph breaks); readers get "
             "K/V sliced to the filled length (growing shapes, a recompile per step)",
@@ -89,6 +94,7 @@ PATCHSET = PatchSet(
                 "renames": {"seq_len": "seq_pos"},
                 "subscript_method": "read_full",
             },
+            after=("static-kv-cache",),  # calls seq_pos() and read_full(), which static-kv-cache adds
             why="BaseMultiheadAttention.positional_embedding takes the RoPE offset from "
             "kv_cache.seq_len() (.item()) and reads kv_cache[layer_idx] (sliced, growing); "
             "Transformer.forward also calls kv_cache.seq_len(1)",
@@ -96,6 +102,8 @@ PATCHSET = PatchSet(
         Step(
             codemod="offset-causal-mask",
             files=("toto/model/attention.py",),
+            options={"helper": "_offset_causal_mask"},
+            after=("kv-cache-callsites",),  # the offset it masks with is the tensor seq_pos() gives
             why="run_attention passes is_causal=(attention_mask is None and seq_pos_offset == 0) to "
             "scaled_dot_product_attention: data-dependent with a tensor offset, TypeError (not SymBool) "
             "with a symbolic one; the full cache buffers also need a mask over unfilled positions",
@@ -103,7 +111,15 @@ PATCHSET = PatchSet(
         Step(
             codemod="decode-prefix-slice",
             files=("toto/model/backbone.py",),
-            options={"receivers": ["kv_cache"], "empty_method": "is_empty"},
+            options={
+                "receivers": ["kv_cache"],
+                "empty_method": "is_empty",
+                # upstream's prefix, stride * (current_len(0) - prepended) clamped at 0, read without .item():
+                # under compile a call feeding more than one new patch raises instead of dropping patches
+                "prefix_tensor": "torch.clamp(self.patch_embed.stride * (kv_cache._current_idx[0] "
+                "- self.num_prepended_tokens), min=0)",
+            },
+            after=("static-kv-cache",),
             why="TotoBackbone.backbone slices the inputs to the new patch at "
             "prefix_len = stride * (kv_cache.current_len(0) - prepended): .item() and a per-step int",
         ),

@@ -81,13 +81,28 @@ def _decode(data: bytes, rel: str) -> str:
 
 
 def plan(ps: PatchSet, pristine: dict[str, bytes], version: str) -> Plan:
-    """Run every step over in-memory files; never raises for drift (see ``Plan.drifted``)."""
+    """Run every step over in-memory files; never raises for drift (see ``Plan.drifted``).
+
+    Raises ``BadInput`` before touching anything when a step comes before a step it declares ``after``."""
+    check_order(ps)
     files = dict(pristine)
     reports = []
     for step in ps.steps:
         reports.append(_run_step(step, files, pristine))
     changed = tuple(sorted(rel for rel in files if files[rel] != pristine.get(rel)))
     return Plan(ps.model, version, files, changed, tuple(reports))
+
+
+def check_order(ps: PatchSet) -> None:
+    """Every codemod a step names in ``after`` must be run by an earlier step of the same patch set."""
+    seen: set[str] = set()
+    for i, step in enumerate(ps.steps, 1):
+        missing = [name for name in step.after if name not in seen]
+        if missing:
+            where = "comes later" if any(s.codemod in missing for s in ps.steps[i:]) else "is not in the patch set"
+            raise BadInput(f"patch set {ps.model!r}: step {i} ({step.codemod}) must run after "
+                           f"{', '.join(missing)}, which {where}")
+        seen.add(step.codemod)
 
 
 def upstream_lines(pristine: str, current: str) -> list[int]:

@@ -242,8 +242,12 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
     """Will MODEL's patches survive an upstream release? Checked in a scratch dir; vendor/ is untouched.
 
     Per codemod: applied, already-fixed (upstream fixed the hazard) or drifted
-    (its pattern is gone: names file and construct). Then verify and upstream's
-    own tests on the patched target. Exit 0 safe, 4 drift, 1 regression.
+    (its pattern is gone: names file and construct). Then verify, and upstream's
+    own tests on the pristine and the patched target, compared test by test: only
+    a test that passes on pristine and fails on patched is a regression. The
+    target's declared requirements are checked against this environment.
+    Exit 0 safe (or safe-with-baseline-failures), 1 regressed, 3 environment
+    (the pristine target does not run here), 4 drift.
 
     \b
     Examples:
@@ -279,10 +283,9 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
     if md_path:
         md_path.write_text(upgrade.render_matrix(reports) if matrix else upgrade.render_markdown(reports[0]))
     codes = {r.exit_code for r in reports}
-    if errors.EXIT_DRIFT in codes:
-        sys.exit(errors.EXIT_DRIFT)
-    if errors.EXIT_VERIFY_FAILED in codes:
-        sys.exit(errors.EXIT_VERIFY_FAILED)
+    for code in (errors.EXIT_DRIFT, errors.EXIT_VERIFY_FAILED, errors.EXIT_ENVIRONMENT):  # most telling first
+        if code in codes:
+            sys.exit(code)
 
 
 @cli.command()

@@ -58,6 +58,9 @@ class Step:
     expect: Literal["match", "optional"] = "match"
     #: Model knowledge: which hazard at which construct this step removes.
     why: str = ""
+    #: codemods whose steps must come earlier in the patch set: this step matches or calls what they
+    #: create (apply refuses an order that breaks it)
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

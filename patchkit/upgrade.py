@@ -4,26 +4,42 @@ For a target version: vendor it into a scratch directory (``vendor/`` is never
 touched), dry-run the patch set (each codemod: applied, already fixed upstream,
 or drifted), verify upstream vs patched target (breaks, recompiles, new break
 sites no codemod covers, forecast drift) and run upstream's own tests against
-the patched target.  Verdicts: ``safe`` (exit 0), ``drift`` (exit 4: a codemod
-no longer applies), ``regressed`` (exit 1: breaks, recompiles, forecast drift
-or upstream test failures).
+the pristine and the patched target, test by test.
+
+Verdicts:
+
+- ``safe`` (exit 0): every step applied or already fixed, verify ok, no test regression;
+- ``safe-with-baseline-failures`` (exit 0): as safe, but some upstream tests fail on the
+  pristine target too (listed, grouped by their first error line);
+- ``regressed`` (exit 1): breaks, recompiles, forecast drift, or an upstream test that
+  passes on pristine and fails on patched;
+- ``drift`` (exit 4): a codemod no longer applies;
+- ``environment`` (exit 3): the pristine target cannot be imported or its tests cannot
+  run in this environment, so nothing can be concluded about the patch.
+
+The target's declared requirements (``Requires-Dist``) are compared with what is
+installed, and each conflict is reported: they explain most baseline failures.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from .apply import plan
-from .errors import EXIT_DRIFT, EXIT_OK, EXIT_VERIFY_FAILED
+from .errors import EXIT_DRIFT, EXIT_ENVIRONMENT, EXIT_OK, EXIT_VERIFY_FAILED, PatchkitError
 from .patchset import PatchSet
 from .vendoring import fetch
 from .workspace import write_tree
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+VERDICT_EXIT = {"safe": EXIT_OK, "safe-with-baseline-failures": EXIT_OK, "regressed": EXIT_VERIFY_FAILED,
+                "drift": EXIT_DRIFT, "environment": EXIT_ENVIRONMENT}
 
 
 @dataclass(frozen=True)
@@ -41,14 +57,24 @@ class UpgradeReport:
     model: str
     pinned: str
     target: str
-    verdict: str  # safe | drift | regressed
+    verdict: str  # safe | safe-with-baseline-failures | regressed | drift | environment
     exit_code: int
     steps: list[StepVerdict]
     verify: dict[str, Any] | None
     uncovered_break_sites: list[dict]
+    #: {"pristine": run, "patched": run, "regressions": {test: cause}, "baseline_failures": {cause: [tests]},
+    #: "fixed": [tests]}; a run is {passed, failed, errors, skipped, deselected, failures, command}
     upstream_tests: dict[str, Any] | None
     reasons: list[str] = field(default_factory=list)
     torch_version: str = ""
+    #: the environment the target ran in: "current" (this interpreter's)
+    environment: str = "current"
+    #: the target's Requires-Dist entries this environment does not satisfy, one line each
+    dependency_conflicts: list[str] = field(default_factory=list)
+    #: why the verdict is ``environment``
+    environment_problems: list[str] = field(default_factory=list)
+    #: wall time of the whole check of this target
+    seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,7 +86,9 @@ def upgrade_check(
     progress: Callable[[str], None] = lambda msg: None,
 ) -> UpgradeReport:
     from .verify.report import verify_trees
-    from .verify.upstream_tests import run_upstream_tests
+    from .verify.upstream_tests import compare_runs, run_upstream_tests
+
+    started = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix=f"patchkit-upgrade-{ps.model}-") as tmp:
         tmp_path = Path(tmp)
@@ -76,32 +104,94 @@ def upgrade_check(
         upstream_dir, patched_dir = tmp_path / "upstream", tmp_path / "patched"
         write_tree(upstream_dir, fetched.files)
         write_tree(patched_dir, result.files)
+        conflicts = [f"{fetched.version} {c}" for c in dependency_conflicts(ps, fetched.files)]
         verify_json, uncovered, tests_json, torch_version = None, [], None, ""
+        env_problems: list[str] = []
         if verify:
             progress(f"{ps.model} {fetched.version}: verifying upstream vs patched")
-            report, _ = verify_trees(ps, upstream_dir, patched_dir, fetched.version, backend=backend,
-                                     tolerance=tolerance)
-            verify_json = report.to_json()
-            for variant in ("upstream", "patched"):  # scratch paths mean nothing after the run
-                verify_json[variant].pop("tree", None)
-            torch_version = report.torch_version
-            uncovered = report.patched.break_sites
-            reasons += [f"verify: {f}" for f in report.failures]
-        if upstream_tests and ps.upstream_tests is not None:
-            progress(f"{ps.model} {fetched.version}: running upstream's tests on the patched tree")
-            t = run_upstream_tests(patched_dir, ps.upstream_tests)
-            tests_json = {k: v for k, v in asdict(t).items() if k not in ("tree",)}
-            tests_json["command"] = " ".join(t.command[1:])
-            if not t.ok:
-                reasons.append(f"upstream tests: {t.failed} failed, {t.errors} errors, {t.passed} passed")
+            try:
+                report, _ = verify_trees(ps, upstream_dir, patched_dir, fetched.version, backend=backend,
+                                         tolerance=tolerance)
+            except PatchkitError as e:
+                if getattr(e, "variant", None) == "patched":
+                    reasons.append(f"verify: the patched target failed to run: {str(e).splitlines()[0]}")
+                else:  # the pristine target does not run here: nothing to conclude about the patch
+                    env_problems.append(f"verify: the pristine target failed to run: {str(e).splitlines()[0]}")
+            else:
+                verify_json = report.to_json()
+                for variant in ("upstream", "patched"):  # scratch paths mean nothing after the run
+                    verify_json[variant].pop("tree", None)
+                torch_version = report.torch_version
+                uncovered = report.patched.break_sites
+                reasons += [f"verify: {f}" for f in report.failures]
+        if upstream_tests and ps.upstream_tests is not None and not env_problems:
+            progress(f"{ps.model} {fetched.version}: running upstream's tests on the pristine target")
+            pristine = run_upstream_tests(upstream_dir, ps.upstream_tests)
+            progress(f"{ps.model} {fetched.version}: running upstream's tests on the patched target")
+            patched = run_upstream_tests(patched_dir, ps.upstream_tests)
+            cmp = compare_runs(pristine, patched)
+            tests_json = {"pristine": _run_json(pristine), "patched": _run_json(patched),
+                          "regressions": cmp.regressions, "baseline_failures": cmp.baseline_failures,
+                          "fixed": cmp.fixed}
+            if not pristine.ran:
+                env_problems.append(f"upstream tests do not run on the pristine target: "
+                                    f"{next(iter(pristine.causes.values()), 'no test passed')}")
+            elif cmp.regressions:
+                reasons.append(f"upstream tests: {len(cmp.regressions)} pass on pristine and fail on patched "
+                               f"({patched.passed} passed on patched)")
+    baseline = bool(tests_json and tests_json["baseline_failures"])
     if result.drifted:
-        verdict, code = "drift", EXIT_DRIFT
+        verdict = "drift"
+    elif env_problems:
+        verdict = "environment"
     elif reasons:
-        verdict, code = "regressed", EXIT_VERIFY_FAILED
+        verdict = "regressed"
     else:
-        verdict, code = "safe", EXIT_OK
-    return UpgradeReport(SCHEMA_VERSION, ps.model, pinned or ps.pin, fetched.version, verdict, code, steps,
-                         verify_json, uncovered, tests_json, reasons, torch_version)
+        verdict = "safe-with-baseline-failures" if baseline else "safe"
+    return UpgradeReport(SCHEMA_VERSION, ps.model, pinned or ps.pin, fetched.version, verdict, VERDICT_EXIT[verdict],
+                         steps, verify_json, uncovered, tests_json, reasons, torch_version, "current", conflicts,
+                         env_problems, round(time.perf_counter() - started, 1))
+
+
+def _run_json(t) -> dict[str, Any]:
+    out = {k: v for k, v in asdict(t).items() if k not in ("tree", "outcomes", "causes", "command", "output_tail")}
+    out["command"] = " ".join(t.command[1:])
+    return out
+
+
+def dependency_conflicts(ps: PatchSet, files: dict[str, bytes]) -> list[str]:
+    """Each of the target's own requirements that this environment does not satisfy, as one line:
+    ``2.2.2 requires transformers<5,>=4.49, installed 5.1.0``.  Extras and markers that do not
+    apply here are skipped; a target whose metadata was not kept yields nothing."""
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from .distribute import upstream_requirements
+    from .errors import NotVendored
+
+    if ps.package is None:
+        return []
+    try:
+        reqs, _ = upstream_requirements(files, ps.package)
+    except NotVendored:
+        return []
+    out = []
+    for line in reqs:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        try:
+            installed = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            out.append(f"requires {req}, not installed")
+            continue
+        if req.specifier and not req.specifier.contains(installed, prereleases=True):
+            out.append(f"requires {req}, installed {installed}")
+    return out
 
 
 # -- rendering -------------------------------------------------------------------
@@ -120,11 +210,18 @@ def _tests(r: UpgradeReport) -> str:
     t = r.upstream_tests
     if not t:
         return "not run"
-    return f"{t['passed']} passed, {t['failed'] + t['errors']} failed" + (f", {t['skipped']} skipped" if t["skipped"] else "")
+    p = t["patched"]
+    out = f"{p['passed']} passed, {len(t['regressions'])} regressed"
+    base = sum(len(v) for v in t["baseline_failures"].values())
+    if base:
+        out += f", {base} fail on pristine too"
+    return out
 
 
 def render_markdown(r: UpgradeReport) -> str:
-    head = {"safe": "safe to upgrade", "drift": "a patch no longer applies", "regressed": "regressions found"}[r.verdict]
+    head = {"safe": "safe to upgrade", "safe-with-baseline-failures": "safe to upgrade; some upstream tests fail "
+            "without the patch too", "drift": "a patch no longer applies", "regressed": "regressions found",
+            "environment": "the target does not run in this environment"}[r.verdict]
     lines = [f"### patchkit upgrade-check: `{r.model}` {r.pinned} → {r.target}: **{r.verdict.upper()}** ({head})", ""]
     if r.torch_version:
         backend = (r.verify or {}).get("analysis_backend", "")
@@ -148,13 +245,31 @@ def render_markdown(r: UpgradeReport) -> str:
     if r.uncovered_break_sites:
         lines += ["", "Break sites no codemod covers:"]
         lines += [f"- `{s['site']}` in `{s['function']}`: {s['reason']} ({s['count']}x)" for s in r.uncovered_break_sites]
+    lines += ["", f"Environment: {r.environment}; {r.seconds:.0f} s."]
+    if r.dependency_conflicts:
+        lines += ["", "The target's own requirements this environment does not meet:"]
+        lines += [f"- {c}" for c in r.dependency_conflicts]
+    if r.environment_problems:
+        lines += [""] + [f"- {x}" for x in r.environment_problems]
     if r.upstream_tests:
         t = r.upstream_tests
-        lines += ["", f"Upstream tests on the patched tree: {_tests(r)}."]
-        if t["deselected"]:
-            lines += [f"- deselected `{k}`: {why}" for k, why in t["deselected"].items()]
-        if t["failures"]:
-            lines += [f"- failed: `{name}`" for name in t["failures"][:20]]
+        pr, pa = t["pristine"], t["patched"]
+        lines += ["", "Upstream tests, test by test (a regression passes on pristine and fails on patched):", "",
+                  "| | pristine | patched |", "|---|---|---|"]
+        for key in ("passed", "failed", "errors", "skipped"):
+            lines.append(f"| {key} | {pr[key]} | {pa[key]} |")
+        if pa["deselected"]:
+            lines += [""] + [f"- deselected `{k}`: {why}" for k, why in pa["deselected"].items()]
+        if t["regressions"]:
+            lines += ["", "Regressions:"] + [f"- `{name}`: {cause}" for name, cause in list(t["regressions"].items())[:30]]
+        if t["baseline_failures"]:
+            lines += ["", "Failing on the pristine target too (not caused by the patch), by first error line:"]
+            for cause, names in t["baseline_failures"].items():
+                shown = ", ".join(f"`{n.rsplit('::', 1)[-1]}`" for n in names[:3])
+                more = f" +{len(names) - 3}" if len(names) > 3 else ""
+                lines.append(f"- {len(names)} × `{cause}`: {shown}{more}")
+        if t["fixed"]:
+            lines += ["", f"Failing on pristine, passing on patched: {len(t['fixed'])}."]
     if r.reasons:
         lines += ["", "Why:"] + [f"- {x}" for x in r.reasons]
     return "\n".join(lines) + "\n"
@@ -172,13 +287,14 @@ def _cell(step: StepVerdict) -> str:
 def render_matrix(reports: list[UpgradeReport], markdown: bool = True) -> str:
     codemods = list(dict.fromkeys(s.codemod for r in reports for s in r.steps))
     header = ["version", *codemods, "breaks up→patched", "recompiles up→patched", "fullgraph", "MAE diff",
-              "upstream tests", "verdict"]
+              "upstream tests", "requirement conflicts", "environment", "time", "verdict"]
     rows = []
     for r in reports:
         status = {s.codemod: _cell(s) for s in r.steps}
         fullgraph = "-" if not r.verify else ("ok" if r.verify["patched"]["fullgraph_ok"] else "fails")
         rows.append([r.target[:12], *(status.get(c, "-") for c in codemods), _counts(r, "graph_breaks"),
-                     _counts(r, "recompiles"), fullgraph, _mae(r), _tests(r), r.verdict])
+                     _counts(r, "recompiles"), fullgraph, _mae(r), _tests(r), str(len(r.dependency_conflicts)),
+                     r.environment, f"{r.seconds:.0f} s", r.verdict])
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(row) + " |" for row in rows]

@@ -59,11 +59,14 @@ CHAIN_STEPS = (
     (
         "static-kv-cache",
         {"class_name": "StepCache", "keys_attr": "_keys", "values_attr": "_values",
-         "index_attr": "_filled", "max_len_attr": "max_len"},
+         "index_attr": "_filled", "max_len_attr": "max_len", "init_method": "__post_init__",
+         "append_method": "append", "reset_method": "reset"},
     ),
-    ("kv-cache-callsites", {"renames": {"seq_len": "seq_pos"}, "subscript_method": "read_full"}),
+    ("kv-cache-callsites", {"receivers": ["kv_cache"], "renames": {"seq_len": "seq_pos"},
+                            "subscript_method": "read_full"}),
     ("offset-causal-mask", {}),
-    ("decode-prefix-slice", {"empty_method": "is_empty"}),
+    ("decode-prefix-slice", {"receivers": ["kv_cache"], "empty_method": "is_empty",
+                             "prefix_tensor": "torch.clamp(self.step * kv_cache._filled[0], min=0)"}),
     ("mark-growing-dynamic", {"calls": ["model"]}),
 )
 
@@ -149,6 +152,17 @@ def test_chain_compiles_without_breaks_or_recompiles(chain) -> None:
         assert sum(counters["graph_break"].values()) == 0
         torch.testing.assert_close(second, eager, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(third, first)
+        # upstream asserts that decode feeds one patch at a time; compiled code derives the prefix from
+        # shapes, so without the device-side check two new patches would silently lose one
+        cache = after.allocate(series.shape[0], series.shape[-1] + 8)
+        with torch.no_grad():
+            compiled(series, cache)
+            with pytest.raises(RuntimeError, match="exactly one new step"):
+                compiled(torch.cat([series, series[:, -8:]], dim=-1), cache)
+            with pytest.raises(AssertionError, match="one patch at a time"):  # eager: upstream's own error
+                cache.reset()
+                after(series, cache)
+                after(torch.cat([series, series[:, -8:]], dim=-1), cache)
     finally:
         torch._dynamo.reset()
 
@@ -234,3 +248,16 @@ def test_item_scalar_keeps_upstream_values(tmp_path) -> None:
     up._table[1] = 4.2  # written from outside the class after construction
     pk._table[1] = 4.2
     assert pk.whole(1) == up.whole(1) == 4
+
+
+def test_decode_prefix_slice_warns_without_prefix_tensor() -> None:
+    """Without the patch set's prefix expression the rewrite still removes the break, but a multi-step
+    decode is no longer caught under compile: the codemod says so."""
+    import libcst as cst
+    from libcst.codemod import CodemodContext
+
+    src = (FIXTURES / "decode-prefix-slice" / "prefix_from_cache.in.py").read_text()
+    ctx = CodemodContext()
+    out = REGISTRY["decode-prefix-slice"](ctx, receivers=["kv_cache"]).transform_module(cst.parse_module(src)).code
+    assert "torch._assert_async" not in out and "is_empty()" in out
+    assert any("not caught" in w for w in ctx.warnings)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
+import libcst as cst
 import pytest
 
 from patchkit import errors, patches, upgrade
-from patchkit.patchset import PatchSet, PipSource, Step, UpstreamTests
+from patchkit.codemods import REGISTRY, PatchkitCodemod
+from patchkit.patchset import Package, PatchSet, PipSource, Step, UpstreamTests
 
 from .conftest import run_cli, snapshot
 
@@ -83,7 +86,7 @@ def test_cli_drift_exit_code_json_and_markdown(tmp_path: Path, capsys, monkeypat
     assert code == errors.EXIT_DRIFT
     assert "**DRIFT**" in out and "`isnan-guard` | drifted" in out
     data = json.loads((tmp_path / "r.json").read_text())
-    assert data["schema"] == 1 and data["verdict"] == "drift" and data["target"] == "2.0"
+    assert data["schema"] == 2 and data["verdict"] == "drift" and data["target"] == "2.0"
     assert data["steps"][0]["codemod"] == "isnan-guard" and data["steps"][0]["status"] == "drifted"
     assert (tmp_path / "r.md").read_text().startswith("### patchkit upgrade-check: `fakecast` 1.0 → 2.0")
     assert snapshot(ws) == {}  # vendor/ untouched: nothing written in the workspace
@@ -136,4 +139,118 @@ def test_real_chronos_upgrade_with_verify_and_upstream_tests(tmp_path: Path, cap
     assert data["verify"]["upstream"]["graph_breaks"] >= 1 and data["verify"]["patched"]["graph_breaks"] == 0
     assert data["uncovered_break_sites"] == []
     t = data["upstream_tests"]
-    assert t["passed"] >= 2 and t["failed"] == 0 and t["errors"] == 0
+    assert t["patched"]["passed"] >= 2 and t["patched"]["failed"] == 0 and t["patched"]["errors"] == 0
+    assert t["pristine"]["passed"] == t["patched"]["passed"] and t["regressions"] == {}
+
+
+# -- upstream tests: pristine baseline against patched, test by test ------------------------------------------
+TESTED_MODEL = GUARDED + '''
+
+def scale(x):
+    return x * 2
+'''
+UPSTREAM_TESTS = '''import pytest
+import torch
+
+from fakecast.model import Forecaster, scale
+
+
+def test_scale():
+    assert scale(3) == 6
+
+
+def test_guard_raises():
+    with pytest.raises(ValueError):
+        Forecaster()._prepare_future(torch.tensor([float("nan")]), torch.tensor([1.0]))
+
+
+def test_needs_a_missing_dependency():
+    import fakecast_missing_dependency  # noqa: F401  (fails on pristine too: a baseline failure)
+'''
+PKG_INFO = '''Metadata-Version: 2.1
+Name: fakecast
+Version: {version}
+Requires-Dist: torch<1
+Requires-Dist: fakecast-missing-dependency>=1
+Requires-Dist: pytest
+Requires-Dist: fakecast-docs-only; extra == "docs"
+
+'''
+
+
+class Harmful(PatchkitCodemod):
+    """Written for this test: breaks ``scale``, which an upstream test covers."""
+
+    NAME = "harmful-for-test"
+    DESCRIPTION = "doubles scale's result"
+
+    def leave_Return(self, original_node, updated_node):
+        if self.function_stack and self.function_stack[-1] == "scale":
+            self.record(original_node, "doubles the result")
+            return updated_node.with_changes(value=cst.parse_expression("x * 4"))
+        return updated_node
+
+
+def sdist_with_tests(tmp: Path, version: str, conftest: str = "") -> Path:
+    path = tmp / f"fakecast-{version}.tar.gz"
+    members = {
+        "src/fakecast/__init__.py": "",
+        "src/fakecast/model.py": TESTED_MODEL,
+        "test/test_model.py": UPSTREAM_TESTS,
+        "PKG-INFO": PKG_INFO.format(version=version),
+    }
+    if conftest:
+        members["test/conftest.py"] = conftest
+    with tarfile.open(path, "w:gz") as tf:
+        for name, text in members.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"fakecast-{version}/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def with_tests(*steps: Step) -> PatchSet:
+    return replace(
+        FAKE,
+        source=PipSource(package="fakecast", dist="sdist",
+                         include=(("src/fakecast/", "fakecast/"), ("test/", "test/")), meta=("PKG-INFO",)),
+        steps=steps or FAKE.steps,
+        upstream_tests=UpstreamTests(paths=("test",)),
+        package=Package(dist="fakecast", summary="test", requirements="PKG-INFO"),
+    )
+
+
+def test_baseline_failures_are_not_regressions_and_conflicts_are_named(tmp_path: Path):
+    r = upgrade.upgrade_check(with_tests(), "1.0", archive=sdist_with_tests(tmp_path, "1.0"), verify=False)
+    assert (r.verdict, r.exit_code) == ("safe-with-baseline-failures", 0), r.reasons
+    t = r.upstream_tests
+    assert t["regressions"] == {}
+    assert t["pristine"]["passed"] == t["patched"]["passed"] == 2
+    [(cause, names)] = t["baseline_failures"].items()
+    assert "fakecast_missing_dependency" in cause and names[0].endswith("test_needs_a_missing_dependency")
+    conflicts = r.dependency_conflicts
+    assert any(c.startswith("1.0 requires torch<1, installed ") for c in conflicts), conflicts
+    assert "1.0 requires fakecast-missing-dependency>=1, not installed" in conflicts
+    assert not any("docs" in c or "pytest" in c for c in conflicts)  # extras and satisfied ones are not conflicts
+    md = upgrade.render_markdown(r)
+    assert "**SAFE-WITH-BASELINE-FAILURES**" in md and "1 × `" in md
+    assert upgrade._tests(r) == "2 passed, 0 regressed, 1 fail on pristine too"
+
+
+def test_a_harmful_step_is_a_regression(tmp_path: Path, monkeypatch):
+    monkeypatch.setitem(REGISTRY, Harmful.NAME, Harmful)
+    ps = with_tests(*FAKE.steps, Step(Harmful.NAME, ("fakecast/model.py",), {}))
+    r = upgrade.upgrade_check(ps, "1.0", archive=sdist_with_tests(tmp_path, "1.0"), verify=False)
+    assert (r.verdict, r.exit_code) == ("regressed", errors.EXIT_VERIFY_FAILED)
+    assert list(r.upstream_tests["regressions"]) == ["test.test_model::test_scale"]
+    assert "assert 12 == 6" in r.upstream_tests["regressions"]["test.test_model::test_scale"]
+    assert len(r.upstream_tests["baseline_failures"]) == 1  # still told apart from the regression
+
+
+def test_pristine_target_that_cannot_run_is_an_environment_verdict(tmp_path: Path):
+    archive = sdist_with_tests(tmp_path, "1.0", conftest="raise ImportError('fakecast needs a GPU runtime')\n")
+    r = upgrade.upgrade_check(with_tests(), "1.0", archive=archive, verify=False)
+    assert (r.verdict, r.exit_code) == ("environment", errors.EXIT_ENVIRONMENT)
+    assert "do not run on the pristine target" in r.environment_problems[0]
+    assert r.upstream_tests["regressions"] == {}  # the patched run fails the same way: not the patch's fault

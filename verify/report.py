@@ -105,12 +105,15 @@ def run_logged(cmd: list[str], *, model: str, label: str, tree: Path, logs: str,
     if proc.returncode != 0 or not expect.exists():
         missing = re.findall(r"ModuleNotFoundError: No module named '([^']+)'", proc.stderr)
         if missing:
-            raise EnvironmentProblem(
+            error: PatchkitError = EnvironmentProblem(
                 f"verify of {label}: the vendored {model} tree imports {missing[-1]!r}, which is not installed "
                 "in this environment (install the patchkit extras: pip install -e '.[all]')"
             )
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise PatchkitError(f"verify run of {label} ({tree}) failed with exit {proc.returncode}:\n{tail}")
+        else:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            error = PatchkitError(f"verify run of {label} ({tree}) failed with exit {proc.returncode}:\n{tail}")
+        error.variant = label  # type: ignore[attr-defined]  # which tree failed: upgrade-check tells them apart
+        raise error
     return proc
 
 
