@@ -111,6 +111,18 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
             arg_parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=value, default=argparse.SUPPRESS,
                                     help=f"patch-set option {name!r} (JSON or a string)")
 
+    def resolves_to(self, node: cst.CSTNode, *names: str) -> bool:
+        """Does ``node`` (a name or attribute chain of the parsed source) name one of ``names``, for example
+        ``torch.isnan``, whatever the import spelling: ``import torch as th`` / ``th.isnan``, ``from torch
+        import isnan``?  Needs ``QualifiedNameProvider`` in the codemod's ``METADATA_DEPENDENCIES``."""
+        from libcst.metadata import QualifiedNameProvider
+
+        try:
+            found = self.get_metadata(QualifiedNameProvider, node, set())
+        except KeyError:  # a node the transform created: not in the source's scopes
+            return False
+        return any(q.name in names for q in found)
+
     def require_import(self, module: str) -> None:
         """Make sure ``import <module>`` exists, without a second pass when it already does."""
         if module not in self._top_imports:

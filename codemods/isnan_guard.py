@@ -7,61 +7,57 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import CodemodOptionError, PatchkitCodemod
-from .base import IS_COMPILING as _IS_COMPILING
+from libcst.metadata import PositionProvider, QualifiedNameProvider
+
+from .base import CodemodOptionError, PatchkitCodemod, code, strip_parens
 
 _PREDICATES = ("isnan", "isinf", "isneginf", "isposinf")
 _REDUCTIONS = ("any", "all")
 
 
-def _torch_attr(names: tuple[str, ...]) -> m.Attribute:
-    return m.Attribute(value=m.Name("torch"), attr=m.OneOf(*(m.Name(n) for n in names)))
+class _Torch:
+    """Recognises the guard's torch calls by qualified name (``torch.isnan``, ``th.isnan`` after ``import torch
+    as th``, ``isnan`` after ``from torch import isnan``) through the codemod's scope metadata."""
 
+    def __init__(self, codemod: PatchkitCodemod) -> None:
+        self.codemod = codemod
 
-def _is_predicate(node: cst.BaseExpression) -> bool:
-    # torch.isnan(x)  or  x.isnan()
-    if m.matches(node, m.Call(func=_torch_attr(_PREDICATES))):
-        return True
-    return m.matches(
-        node,
-        m.Call(func=m.Attribute(attr=m.OneOf(*(m.Name(n) for n in _PREDICATES))), args=[]),
-    )
+    def call_to(self, node: cst.BaseExpression, names: tuple[str, ...]) -> bool:
+        return isinstance(node, cst.Call) and self.codemod.resolves_to(node.func, *(f"torch.{n}" for n in names))
 
+    def is_predicate(self, node: cst.BaseExpression) -> bool:
+        # torch.isnan(x)  or  x.isnan()
+        if self.call_to(node, _PREDICATES):
+            return True
+        return m.matches(node, m.Call(func=m.Attribute(attr=m.OneOf(*(m.Name(n) for n in _PREDICATES))), args=[]))
 
-def _is_reduction(node: cst.BaseExpression) -> bool:
-    """torch.isnan(x).any(), x.isinf().all(), torch.any(torch.isnan(x)), ..."""
-    node = _strip_parens(node)
-    if m.matches(node, m.Call(func=m.Attribute(attr=m.OneOf(*(m.Name(n) for n in _REDUCTIONS))))):
-        func = node.func  # type: ignore[attr-defined]
-        if m.matches(func.value, m.Name("torch")):
+    def is_reduction(self, node: cst.BaseExpression) -> bool:
+        """torch.isnan(x).any(), x.isinf().all(), torch.any(torch.isnan(x)), ..."""
+        node = strip_parens(node)
+        if self.call_to(node, _REDUCTIONS):
             args = node.args  # type: ignore[attr-defined]
-            return bool(args) and _is_predicate(args[0].value)
-        return _is_predicate(func.value)
-    return False
+            return bool(args) and self.is_predicate(args[0].value)
+        if m.matches(node, m.Call(func=m.Attribute(attr=m.OneOf(*(m.Name(n) for n in _REDUCTIONS))))):
+            return self.is_predicate(node.func.value)  # type: ignore[attr-defined]
+        return False
 
+    def is_data_dependent(self, node: cst.BaseExpression) -> bool:
+        """A reduction, its negation, or an and/or made only of those."""
+        node = strip_parens(node)
+        if self.is_reduction(node):
+            return True
+        if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not):
+            return self.is_data_dependent(node.expression)
+        if isinstance(node, cst.BooleanOperation):
+            return self.is_data_dependent(node.left) and self.is_data_dependent(node.right)
+        return False
 
-def _strip_parens(node: cst.BaseExpression) -> cst.BaseExpression:
-    if getattr(node, "lpar", None):
-        return node.with_changes(lpar=[], rpar=[])
-    return node
-
-
-def _is_data_dependent(node: cst.BaseExpression) -> bool:
-    """A reduction, its negation, or an and/or made only of those."""
-    node = _strip_parens(node)
-    if _is_reduction(node):
-        return True
-    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Not):
-        return _is_data_dependent(node.expression)
-    if isinstance(node, cst.BooleanOperation):
-        return _is_data_dependent(node.left) and _is_data_dependent(node.right)
-    return False
-
-
-_GATED = m.BooleanOperation(
-    left=m.UnaryOperation(operator=m.Not(), expression=_IS_COMPILING), operator=m.And()
-)
-_ASSERT_ASYNC = m.Call(func=m.Attribute(value=m.Name("torch"), attr=m.Name("_assert_async")))
+    def is_gated(self, node: cst.BaseExpression) -> bool:
+        """``not torch.compiler.is_compiling() and ...``"""
+        return (m.matches(node, m.BooleanOperation(left=m.UnaryOperation(operator=m.Not(), expression=m.Call()),
+                                                   operator=m.And()))
+                and self.codemod.resolves_to(node.left.expression.func,  # type: ignore[attr-defined]
+                                             "torch.compiler.is_compiling"))
 
 
 def _raise_only(body: cst.BaseSuite) -> cst.Raise | None:
@@ -105,8 +101,11 @@ class IsnanGuard(PatchkitCodemod):
     LOOKS_FOR = "`if torch.isnan(...).any(): raise ...` (isnan/isinf reduced by any/all, no else, body one raise)"
     OPTIONS: dict[str, Any] = {"mode": "gate", "functions": None}
 
+    METADATA_DEPENDENCIES = (PositionProvider, QualifiedNameProvider)
+
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
+        self._torch = _Torch(self)
         if self.options["mode"] not in ("gate", "assert_async"):
             raise CodemodOptionError(
                 f"codemod 'isnan-guard': mode must be 'gate' or 'assert_async', not {self.options['mode']!r}"
@@ -118,7 +117,7 @@ class IsnanGuard(PatchkitCodemod):
 
     def leave_Expr(self, original_node: cst.Expr, updated_node: cst.Expr) -> cst.Expr:
         call = original_node.value
-        if self._in_scope() and m.matches(call, _ASSERT_ASYNC) and call.args:  # type: ignore[attr-defined]
+        if self._in_scope() and self._torch.call_to(call, ("_assert_async",)) and call.args:  # type: ignore[attr-defined]
             checked = call.args[0].value  # type: ignore[attr-defined]
             if m.findall(checked, m.Call(func=m.Attribute(attr=m.OneOf(*(m.Name(n) for n in _PREDICATES))))):
                 self.record_already(original_node, "guard already a torch._assert_async check")
@@ -131,18 +130,18 @@ class IsnanGuard(PatchkitCodemod):
         if raise_stmt is None:
             return updated_node
         test = original_node.test
-        if m.matches(test, _GATED):
-            if _is_data_dependent(test.right):  # type: ignore[attr-defined]
+        if self._torch.is_gated(test):
+            if self._torch.is_data_dependent(test.right):  # type: ignore[attr-defined]
                 self.record_already(original_node, "guard already gated by torch.compiler.is_compiling()")
             return updated_node
-        if not _is_data_dependent(test):
+        if not self._torch.is_data_dependent(test):
             return updated_node
 
-        src = cst.Module([]).code_for_node(_strip_parens(test))
+        src = code(strip_parens(test))
         self.require_import("torch")
         if self.options["mode"] == "gate":
             right = test
-            if isinstance(_strip_parens(test), cst.BooleanOperation) and not test.lpar:  # type: ignore[attr-defined]
+            if isinstance(strip_parens(test), cst.BooleanOperation) and not test.lpar:  # type: ignore[attr-defined]
                 right = test.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
             gated = cst.BooleanOperation(
                 left=cst.parse_expression("not torch.compiler.is_compiling()"),
@@ -155,7 +154,7 @@ class IsnanGuard(PatchkitCodemod):
         message = _raise_message(raise_stmt)
         if message is None:
             return updated_node  # assert_async needs a message it can carry
-        ok = _negate(_strip_parens(test))
+        ok = _negate(strip_parens(test))
         call = cst.Call(
             func=cst.parse_expression("torch._assert_async"),
             args=[cst.Arg(ok, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), cst.Arg(message)],
@@ -183,7 +182,7 @@ def _negate(test: cst.BaseExpression) -> cst.BaseExpression:
 
 
 def _to_tensor(expr: cst.BaseExpression) -> cst.BaseExpression:
-    expr = _strip_parens(expr)
+    expr = strip_parens(expr)
     if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Not):
         return cst.Call(func=cst.parse_expression("torch.logical_not"), args=[cst.Arg(_to_tensor(expr.expression))])
     if isinstance(expr, cst.BooleanOperation):

@@ -83,6 +83,7 @@ PATCHSET = PatchSet(
             "loads_from_s3": "downloads a checkpoint from S3 (no network)",
             "dummy_fev_task": "fev loads its task data set from the Hugging Face Hub (no network)",
         },
+        extras=("test",),
     ),
     mae_tolerance=1e-3,
     hazards=("graph_breaks",),

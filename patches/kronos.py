@@ -33,6 +33,8 @@ PATCHSET = PatchSet(
     title="Kronos (shiyu-coder/Kronos): foundation model for candlestick (OHLCV) series",
     source=GitSource(url="https://github.com/shiyu-coder/Kronos", include=(("model/", "model/"),),
                      meta=("LICENSE", "requirements.txt")),
+    # verify's real OHLCV bars come from the arch wheel
+    isolated_requires=("arch>=7",),
     pin=PIN,
     known_versions=(PIN,),
     steps=(

@@ -235,10 +235,13 @@ def verify(opts: Options, model: str, logs: str, json_path: Path | None, size: s
 @click.option("--verify/--no-verify", "do_verify", default=True, help="Run verify on the target (default: on).")
 @click.option("--backend", type=click.Choice(["inductor", "aot_eager", "eager"]), default=None,
               help="Analysis backend (default: inductor for one target, eager for --matrix).")
+@click.option("--isolated", is_flag=True,
+              help="Run verify and upstream's tests in a cached virtual environment holding the target's own "
+                   "requirements, torch pinned to the running version ($PATCHKIT_CACHE/envs).")
 @click.pass_obj
 def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: bool, json_path: Path | None,
                   md_path: Path | None, from_: str | None, upstream_tests: bool | None, do_verify: bool,
-                  backend: str | None) -> None:
+                  backend: str | None, isolated: bool) -> None:
     """Will MODEL's patches survive an upstream release? Checked in a scratch dir; vendor/ is untouched.
 
     Per codemod: applied, already-fixed (upstream fixed the hazard) or drifted
@@ -252,6 +255,7 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
     \b
     Examples:
       patchkit upgrade-check chronos2 --to 2.3.2 --markdown pr-comment.md
+      patchkit upgrade-check chronos2 --to 2.2.2 --isolated
       patchkit upgrade-check toto --matrix --json toto-matrix.json
       patchkit upgrade-check kronos --from ~/src/Kronos --to main
     """
@@ -268,7 +272,7 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
     for v in versions:
         r = upgrade.upgrade_check(ps, v, pinned=pinned, archive=from_, verify=do_verify,
                                   upstream_tests=run_tests, backend=backend or ("eager" if matrix else "inductor"),
-                                  progress=lambda msg: click.echo(f"... {msg}", err=True))
+                                  isolated=isolated, progress=lambda msg: click.echo(f"... {msg}", err=True))
         reports.append(r)
         if not matrix:
             click.echo(upgrade.render_markdown(r))

@@ -73,6 +73,8 @@ class UpstreamTests:
     deselect: dict[str, str] = field(default_factory=dict)
     #: extra pytest args (for example ``-p no:cacheprovider``).
     args: tuple[str, ...] = ()
+    #: the upstream's own extras its tests need (``upgrade-check --isolated`` installs them)
+    extras: tuple[str, ...] = ()
 
 
 #: hazards a patch set can claim; verify fails when the upstream variant shows none of them
@@ -155,3 +157,5 @@ class PatchSet:
     traffic: TrafficSpec | None = None
     #: how ``patchkit build`` / ``install`` ship the patched tree
     package: Package | None = None
+    #: what the verify harness imports beyond the upstream's requirements (``upgrade-check --isolated``)
+    isolated_requires: tuple[str, ...] = ()

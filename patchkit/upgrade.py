@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .apply import plan
-from .errors import EXIT_DRIFT, EXIT_ENVIRONMENT, EXIT_OK, EXIT_VERIFY_FAILED, PatchkitError
+from .errors import EXIT_DRIFT, EXIT_ENVIRONMENT, EXIT_OK, EXIT_VERIFY_FAILED, EnvironmentProblem, PatchkitError
 from .patchset import PatchSet
 from .vendoring import fetch
 from .workspace import write_tree
@@ -83,8 +83,10 @@ class UpgradeReport:
 def upgrade_check(
     ps: PatchSet, target: str, *, pinned: str | None = None, archive: Path | None = None, verify: bool = True,
     upstream_tests: bool = True, backend: str = "inductor", tolerance: float | None = None,
-    progress: Callable[[str], None] = lambda msg: None,
+    isolated: bool = False, progress: Callable[[str], None] = lambda msg: None,
 ) -> UpgradeReport:
+    """Check ``target`` of ``ps``'s upstream.  ``isolated``: verify and upstream tests run in a cached
+    virtual environment holding the target's own requirements (torch pinned to the running version)."""
     from .verify.report import verify_trees
     from .verify.upstream_tests import compare_runs, run_upstream_tests
 
@@ -104,14 +106,25 @@ def upgrade_check(
         upstream_dir, patched_dir = tmp_path / "upstream", tmp_path / "patched"
         write_tree(upstream_dir, fetched.files)
         write_tree(patched_dir, result.files)
-        conflicts = [f"{fetched.version} {c}" for c in dependency_conflicts(ps, fetched.files)]
         verify_json, uncovered, tests_json, torch_version = None, [], None, ""
         env_problems: list[str] = []
-        if verify:
+        python, installed, environment = None, None, "current"
+        if isolated:
+            from .isolated import ensure_env
+
+            try:
+                env = ensure_env(ps.model, fetched.version, _requirements(ps, fetched.files),
+                                 extras=ps.upstream_tests.extras if ps.upstream_tests else (),
+                                 runner_extra=ps.isolated_requires, progress=progress)
+                python, installed, environment = env.python, env.installed(), env.label
+            except EnvironmentProblem as e:
+                env_problems.append(f"isolated environment: {e}")
+        conflicts = [f"{fetched.version} {c}" for c in dependency_conflicts(ps, fetched.files, installed)]
+        if verify and not env_problems:
             progress(f"{ps.model} {fetched.version}: verifying upstream vs patched")
             try:
                 report, _ = verify_trees(ps, upstream_dir, patched_dir, fetched.version, backend=backend,
-                                         tolerance=tolerance)
+                                         tolerance=tolerance, python=python)
             except PatchkitError as e:
                 if getattr(e, "variant", None) == "patched":
                     reasons.append(f"verify: the patched target failed to run: {str(e).splitlines()[0]}")
@@ -126,9 +139,9 @@ def upgrade_check(
                 reasons += [f"verify: {f}" for f in report.failures]
         if upstream_tests and ps.upstream_tests is not None and not env_problems:
             progress(f"{ps.model} {fetched.version}: running upstream's tests on the pristine target")
-            pristine = run_upstream_tests(upstream_dir, ps.upstream_tests)
+            pristine = run_upstream_tests(upstream_dir, ps.upstream_tests, python=python)
             progress(f"{ps.model} {fetched.version}: running upstream's tests on the patched target")
-            patched = run_upstream_tests(patched_dir, ps.upstream_tests)
+            patched = run_upstream_tests(patched_dir, ps.upstream_tests, python=python)
             cmp = compare_runs(pristine, patched)
             tests_json = {"pristine": _run_json(pristine), "patched": _run_json(patched),
                           "regressions": cmp.regressions, "baseline_failures": cmp.baseline_failures,
@@ -149,7 +162,7 @@ def upgrade_check(
     else:
         verdict = "safe-with-baseline-failures" if baseline else "safe"
     return UpgradeReport(SCHEMA_VERSION, ps.model, pinned or ps.pin, fetched.version, verdict, VERDICT_EXIT[verdict],
-                         steps, verify_json, uncovered, tests_json, reasons, torch_version, "current", conflicts,
+                         steps, verify_json, uncovered, tests_json, reasons, torch_version, environment, conflicts,
                          env_problems, round(time.perf_counter() - started, 1))
 
 
@@ -159,38 +172,49 @@ def _run_json(t) -> dict[str, Any]:
     return out
 
 
-def dependency_conflicts(ps: PatchSet, files: dict[str, bytes]) -> list[str]:
-    """Each of the target's own requirements that this environment does not satisfy, as one line:
-    ``2.2.2 requires transformers<5,>=4.49, installed 5.1.0``.  Extras and markers that do not
-    apply here are skipped; a target whose metadata was not kept yields nothing."""
-    from importlib import metadata
-
-    from packaging.requirements import InvalidRequirement, Requirement
-
+def _requirements(ps: PatchSet, files: dict[str, bytes]) -> list[str]:
+    """The target's declared requirements; empty when the patch set names no metadata or it was not kept."""
     from .distribute import upstream_requirements
     from .errors import NotVendored
 
     if ps.package is None:
         return []
     try:
-        reqs, _ = upstream_requirements(files, ps.package)
+        return upstream_requirements(files, ps.package)[0]
     except NotVendored:
         return []
+
+
+def dependency_conflicts(ps: PatchSet, files: dict[str, bytes], installed: dict[str, str] | None = None) -> list[str]:
+    """Each of the target's own requirements that an environment does not satisfy, as one line:
+    ``requires transformers<5,>=4.49, installed 5.1.0``.  ``installed`` maps normalised names to versions
+    (default: this interpreter's).  Extras and markers that do not apply are skipped; a target whose
+    metadata was not kept yields nothing."""
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    def version_of(name: str) -> str | None:
+        if installed is not None:
+            return installed.get(name.lower().replace("_", "-"))
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
     out = []
-    for line in reqs:
+    for line in _requirements(ps, files):
         try:
             req = Requirement(line)
         except InvalidRequirement:
             continue
         if req.marker is not None and not req.marker.evaluate({"extra": ""}):
             continue
-        try:
-            installed = metadata.version(req.name)
-        except metadata.PackageNotFoundError:
+        have = version_of(req.name)
+        if have is None:
             out.append(f"requires {req}, not installed")
-            continue
-        if req.specifier and not req.specifier.contains(installed, prereleases=True):
-            out.append(f"requires {req}, installed {installed}")
+        elif req.specifier and not req.specifier.contains(have, prereleases=True):
+            out.append(f"requires {req}, installed {have}")
     return out
 
 

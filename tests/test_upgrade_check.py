@@ -254,3 +254,38 @@ def test_pristine_target_that_cannot_run_is_an_environment_verdict(tmp_path: Pat
     assert (r.verdict, r.exit_code) == ("environment", errors.EXIT_ENVIRONMENT)
     assert "do not run on the pristine target" in r.environment_problems[0]
     assert r.upstream_tests["regressions"] == {}  # the patched run fails the same way: not the patch's fault
+
+
+@pytest.mark.slow
+def test_isolated_environment_holds_the_targets_own_requirements(tmp_path: Path, monkeypatch):
+    """--isolated: a cached venv with the target's Requires-Dist (torch pinned to the running version);
+    conflicts are judged there, the tests run there, and a requirement the index cannot satisfy is an
+    environment verdict with pip's reason.  Needs the package index (it installs torch into the venv)."""
+    import torch
+
+    monkeypatch.setenv("PATCHKIT_CACHE", str(tmp_path / "cache"))
+    good = PKG_INFO.replace("Requires-Dist: torch<1\nRequires-Dist: fakecast-missing-dependency>=1\n",
+                            "Requires-Dist: torch>=2\n")
+    archive = sdist_with_tests(tmp_path, "1.0")
+    with tarfile.open(archive) as tf:  # same sdist, satisfiable requirements
+        members = {m.name: tf.extractfile(m).read() for m in tf.getmembers()}
+    members["fakecast-1.0/PKG-INFO"] = good.format(version="1.0").encode()
+    good_archive = tmp_path / "good" / "fakecast-1.0.tar.gz"
+    good_archive.parent.mkdir()
+    with tarfile.open(good_archive, "w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    r = upgrade.upgrade_check(with_tests(), "1.0", archive=good_archive, verify=False, isolated=True)
+    assert r.environment.startswith("isolated (fakecast-1.0-"), r.environment
+    assert r.dependency_conflicts == []
+    assert r.verdict == "safe-with-baseline-failures"  # the test of an undeclared dependency still fails
+    env = next((tmp_path / "cache" / "envs").iterdir())
+    assert f"torch=={torch.__version__.split('+')[0]}" in (env / "requirements.txt").read_text().splitlines()
+    again = upgrade.upgrade_check(with_tests(), "1.0", archive=good_archive, verify=False, isolated=True)
+    assert again.environment == r.environment and again.seconds < r.seconds  # cached: not rebuilt
+
+    bad = upgrade.upgrade_check(with_tests(), "1.0", archive=archive, verify=False, isolated=True)
+    assert (bad.verdict, bad.exit_code) == ("environment", errors.EXIT_ENVIRONMENT)
+    assert "fakecast-missing-dependency" in bad.environment_problems[0]

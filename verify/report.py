@@ -80,14 +80,15 @@ class VerifyReport:
 def run_variant(
     model: str, tree: Path, label: str, *, weights: str | None = None, device: str = "cpu",
     extra_logs: tuple[str, ...] = (), forecast: str = "both", timeout: int = 1800, backend: str = "inductor",
-    size: str = "tiny",
+    size: str = "tiny", python: str | Path | None = None,
 ) -> tuple[dict, str]:
-    """Run the verify subprocess on ``tree``; return (its JSON, its stderr log)."""
+    """Run the verify subprocess on ``tree`` with ``python`` (default: this interpreter); return (its JSON,
+    its stderr log)."""
     logs = ",".join(dict.fromkeys((*ALWAYS_LOGS, *extra_logs)))
     with tempfile.TemporaryDirectory(prefix=f"patchkit-{label}-") as tmp:
         out = Path(tmp) / "out.json"
         tree = Path(tree).resolve()
-        cmd = [sys.executable, "-m", "patchkit.verify.runner", model, str(tree), str(out), "--device", device,
+        cmd = [str(python or sys.executable), "-m", "patchkit.verify.runner", model, str(tree), str(out), "--device", device,
                "--size", size]
         if weights:
             cmd += ["--weights", weights]
@@ -211,6 +212,7 @@ def verify_trees(
     ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_version: str, *,
     weights: str | None = None, device: str = "cpu", extra_logs: tuple[str, ...] = (),
     tolerance: float | None = None, forecasts: bool = True, backend: str = "inductor", size: str = "tiny",
+    python: str | Path | None = None,
 ) -> tuple[VerifyReport, dict[str, str]]:
     """Verify two trees of ``ps``'s model.  Returns the report and the raw logs per variant."""
     from concurrent.futures import ThreadPoolExecutor
@@ -220,7 +222,7 @@ def verify_trees(
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {
             label: pool.submit(run_variant, ps.model, tree, label, weights=weights, device=device,
-                               extra_logs=extra_logs, backend=backend, size=size,
+                               extra_logs=extra_logs, backend=backend, size=size, python=python,
                                forecast=(("eager" if label == "upstream" else "compiled") if forecasts else "none"))
             for label, tree in jobs.items()
         }

@@ -49,12 +49,14 @@ def _first_line(element: ET.Element) -> str:
     return line[:240]
 
 
-def run_upstream_tests(tree: Path, spec: UpstreamTests, timeout: int = 3600) -> UpstreamTestResult:
+def run_upstream_tests(tree: Path, spec: UpstreamTests, timeout: int = 3600,
+                       python: str | Path | None = None) -> UpstreamTestResult:
+    """Run ``spec`` on ``tree`` with ``python`` (default: this interpreter), parse pytest's JUnit XML."""
     tree = Path(tree).resolve()
     paths = [p for p in spec.paths if (tree / p).exists()]
     with tempfile.TemporaryDirectory(prefix="patchkit-upstream-tests-") as tmp:
         junit = Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
+        cmd = [str(python or sys.executable), "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
                "-o", "junit_family=xunit2", *spec.args]
         if spec.deselect:
             cmd += ["-k", "not (" + " or ".join(spec.deselect) + ")"]
