@@ -20,6 +20,7 @@ from .mark_growing_dynamic import MarkGrowingDynamic
 from .offset_causal_mask import OffsetCausalMask
 from .rope_static_cache import RopeStaticCache
 from .static_kv_cache import StaticKvCache
+from .step_cache import StepCache
 
 ALL: tuple[type[PatchkitCodemod], ...] = (
     # validation guards and shape branches
@@ -38,6 +39,8 @@ ALL: tuple[type[PatchkitCodemod], ...] = (
     CloneStepOutput,
     ContiguousStepInputs,
     DynamicStepInputs,
+    # decode-loop work
+    StepCache,
 )
 
 REGISTRY: dict[str, type[PatchkitCodemod]] = {cls.NAME: cls for cls in ALL}

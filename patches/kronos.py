@@ -18,6 +18,8 @@ token per step until it reaches ``max_context``.  Compiled as they are:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typing import Any
 
 import numpy as np
@@ -84,6 +86,24 @@ PATCHSET = PatchSet(
                 "KronosPredictor.predict/predict_batch call the decode steps with batch x sample_count rows and a "
                 "window that grows per call: compiled static on the first call, they recompile for the next batch "
                 "size; marked dynamic up front, a varied stream needs one graph plus one for a single row."
+            ),
+        ),
+        Step(
+            codemod="step-cache",
+            files=("model/kronos.py",),
+            options={
+                "function": "auto_regressive_inference",
+                "receiver": "model",
+                "calls": ("decode_s1", "decode_s2"),
+                "cache_class": "_PatchkitDecodeCache",
+                "cache_args": ("model", "max_context"),
+                "cache_var": "_kv",
+                "helper": (Path(__file__).with_name("kronos_decode_cache.py")).read_text(encoding="utf-8"),
+            },
+            after=("cudagraph-step", "contiguous-step-inputs", "dynamic-step-inputs"),
+            why=(
+                "auto_regressive_inference runs the whole window (up to max_context tokens) through every layer "
+                "at each step to keep the last position's logits: O(window) work per generated bar."
             ),
         ),
     ),

@@ -73,7 +73,7 @@ def test_patchset_schema() -> None:
     assert PATCHSET.pin in PATCHSET.known_versions and len(PATCHSET.pin) == 40
     assert PATCHSET.source.include == (("model/", "model/"),)
     assert [s.codemod for s in PATCHSET.steps] == ["rope-static-cache", "cudagraph-step", "contiguous-step-inputs",
-                                                   "dynamic-step-inputs"]
+                                                   "dynamic-step-inputs", "step-cache"]
     for step in PATCHSET.steps:
         assert step.why and step.codemod in REGISTRY
         REGISTRY[step.codemod](CodemodContext(), **step.options)  # options are valid
@@ -82,13 +82,16 @@ def test_patchset_schema() -> None:
 @pytest.mark.parametrize("which", [0, 1])
 def test_applies_to_both_commits_and_is_idempotent(trees, which: int) -> None:
     pristine, patched, report = trees[which]
-    # 1 rope site, mark-step + clone, 2 contiguous arguments, 5 step inputs marked dynamic (3 to decode_s1, 2 to decode_s2)
-    assert len(report) == 10, report
+    # 1 rope site, mark-step + clone, 2 contiguous arguments, 5 step inputs marked dynamic (3 to decode_s1, 2 to
+    # decode_s2), 2 step calls routed through the decode cache
+    assert len(report) == 12, report
     module = (patched / "model/module.py").read_bytes()
     assert module.count(b"\r\n") == module.count(b"\n")
     # eager keeps upstream's cache; compiled code computes the table per call
     assert b"if torch.compiler.is_compiling():\r\n            return self._compute_cos_sin(" in module
-    assert b"torch.compiler.cudagraph_mark_step_begin()" in (patched / "model/kronos.py").read_bytes()
+    kronos = (patched / "model/kronos.py").read_bytes()
+    assert b"torch.compiler.cudagraph_mark_step_begin()" in kronos
+    assert b"_kv = _PatchkitDecodeCache(model, max_context)" in kronos and b"class _PatchkitDecodeCache:" in kronos
     before = {p: p.read_bytes() for p in patched.rglob("*.py")}
     assert _apply(patched) == []
     assert before == {p: p.read_bytes() for p in patched.rglob("*.py")}
@@ -122,6 +125,48 @@ def test_eager_forecasts_unchanged(trees) -> None:
     assert a["shapes"] == [[8, 6]] * len(a["shapes"])
     np.testing.assert_array_equal(np.array(a["preds"]), np.array(b["preds"]))
     assert "decode_s1" in a["describe"]["compiled"]
+
+
+_DECODE = """
+import numpy as np, torch
+from patchkit.patches.kronos import MODEL_CONFIG, TOKENIZER_CONFIG
+from model.kronos import Kronos, KronosTokenizer, auto_regressive_inference
+torch.manual_seed(0)
+tok, model = KronosTokenizer(**TOKENIZER_CONFIG).eval(), Kronos(**MODEL_CONFIG).eval()
+calls = {"decode_s1": 0, "decode_s2": 0}
+for name in calls:  # count the model's own decode calls: the cache answers the rest itself
+    def counted(*a, _f=getattr(model, name), _n=name, **k):
+        calls[_n] += 1
+        return _f(*a, **k)
+    setattr(model, name, counted)
+out = {}
+# lookback below, at and above max_context (24); 16 steps from 12 cross into the rolling window
+for lookback, samples, top_k in ((12, 1, 1), (12, 5, 0), (20, 3, 0), (24, 2, 0), (30, 1, 1)):
+    g = torch.Generator().manual_seed(lookback)
+    x = torch.randn(2, lookback, 6, generator=g).cumsum(1) * 0.1
+    stamp = torch.randint(0, 7, (2, lookback + 16, 5), generator=g).float()
+    torch.manual_seed(7)  # top-p paths: the same seed must give the same draws
+    preds = auto_regressive_inference(tok, model, x, stamp[:, :lookback], stamp[:, lookback:], 24, 16,
+                                      T=1.0, top_k=top_k, top_p=0.9, sample_count=samples)
+    out[f"{lookback}/{samples}"] = np.asarray(preds).tolist()
+print(json.dumps({"preds": out, "calls": calls}))
+"""
+
+
+def test_decode_cache_gives_upstream_paths(trees) -> None:
+    """step-cache: the same forecasts, bit for bit, with greedy and seeded top-p paths, for look-backs below, at
+    and above max_context and sample_count 1 to 5; the model's own decode calls run only where the window rolls."""
+    pristine, patched, _ = trees[1]
+    up = _run(pristine, _DECODE)
+    pt = _run(patched, _DECODE)
+    assert up["preds"].keys() == pt["preds"].keys()
+    for key in up["preds"]:
+        np.testing.assert_array_equal(np.array(up["preds"][key]), np.array(pt["preds"][key]), err_msg=key)
+    assert up["calls"] == {"decode_s1": 80, "decode_s2": 80}  # every step runs the whole window upstream
+    # patched: the cache answers every step while the window grows (lookback L: 24 - L + 1 steps, at least the
+    # first, prefill, step); once it rolls, every step is the model's own full recompute, as upstream
+    rolled = sum(16 - max(1, 24 - lookback + 1) for lookback in (12, 12, 20, 24, 30))
+    assert rolled == 47 and pt["calls"] == {"decode_s1": rolled, "decode_s2": rolled}, pt["calls"]
 
 
 _COMPILED = """
