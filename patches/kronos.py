@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from patchkit.patchset import Package, GitSource, PatchSet, Step, TrafficSpec
-from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series
+from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series, eager
 from patchkit.verify.traffic import TrafficRanges
 
 PIN = "67b630e67f6a18c9e9be918d9b4337c960db1e9a"
@@ -116,7 +116,10 @@ PATCHSET = PatchSet(
     warmup_recompiles=0,
     hazards=("recompiles", "recompile_limit"),
     traffic=TrafficSpec(
-        graph_budget={"decode_s1": 2, "decode_s2": 2}, phases={"decode_s1": ("decode",), "decode_s2": ("decode",)},
+        # decode_s1/decode_s2: the rolled-window steps (full recompute); step_s1/step_s2: the cached growing-window
+        # steps of the step-cache, static shapes
+        graph_budget={"decode_s1": 2, "decode_s2": 2, "step_s1": 2, "step_s2": 2},
+        phases={"decode_s1": ("decode",), "decode_s2": ("decode",), "step_s1": ("decode",), "step_s2": ("decode",)},
         sample_rtol=0.1,
         sample_note="KronosPredictor returns the mean of sample_count top-p paths drawn eagerly from the compiled "
                     "decoders' logits: the same seed gives the same paths unless compiled logit drift flips a drawn "
@@ -206,6 +209,27 @@ def real_ohlcv_series(context_length: int, horizon: int) -> list[Series]:
     return found
 
 
+#: compiled unit names of the decode cache's static steps (``_PatchkitDecodeCache._static_s1/_s2``)
+STEP_UNITS = {"_static_s1": "step_s1", "_static_s2": "step_s2"}
+
+
+def _compile_cached_steps(model, compile_fn: CompileFn) -> None:
+    """Let the patched tree's decode cache compile its growing-window steps with ``compile_fn``, as a user does
+    with ``model.patchkit_step_compiler = torch.compile``.  Eager runs keep the cache's eager path; an upstream
+    tree has no cache and ignores the attribute."""
+    import inspect
+
+    if compile_fn is eager:
+        return
+    try:
+        params = inspect.signature(compile_fn).parameters
+        named = "name" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    except (TypeError, ValueError):
+        named = False
+    model.patchkit_step_compiler = (
+        (lambda fn: compile_fn(fn, name=STEP_UNITS.get(fn.__name__, fn.__name__))) if named else compile_fn)
+
+
 class KronosHarness(Harness):
     """Tiny seeded Kronos (or Hugging Face weights) driven through ``auto_regressive_inference``.
 
@@ -250,10 +274,11 @@ class KronosHarness(Harness):
         model = model.to(self.device).eval()
         model.decode_s1 = compile_fn(model.decode_s1)
         model.decode_s2 = compile_fn(model.decode_s2)
+        _compile_cached_steps(model, compile_fn)
         return tokenizer, model
 
     def parameter_count(self) -> int:
-        tokenizer, model = self._build(lambda fn: fn)
+        tokenizer, model = self._build(eager)
         return sum(p.numel() for m in (model, tokenizer) for p in m.parameters())
 
     # -- traffic: KronosPredictor.predict / predict_batch with top-p sampling -----------------------
@@ -271,9 +296,10 @@ class KronosHarness(Harness):
         import torch
         from model.kronos import KronosPredictor
 
-        tokenizer, model = self._build(lambda fn: fn)
+        tokenizer, model = self._build(eager)
         model.decode_s1 = compile_fn(model.decode_s1, name="decode_s1")
         model.decode_s2 = compile_fn(model.decode_s2, name="decode_s2")
+        _compile_cached_steps(model, compile_fn)
         predictor = KronosPredictor(model, tokenizer, device=self.device, max_context=self.traffic_ranges().max_context)
 
         def handle(call, data_seed: int) -> CallOutput:

@@ -28,6 +28,18 @@ class _PatchkitDecodeCache:
       stays off for the rest of the loop: upstream's full recompute.
 
     No random numbers are drawn here, so sampled paths draw in upstream's order.
+
+    Compiled steps: when the model has a ``patchkit_step_compiler`` attribute
+    (``model.patchkit_step_compiler = torch.compile``, or any callable that
+    takes and returns a function), each growing-window step runs as two
+    compiled functions of static shape, the whole ``max_context`` buffers with
+    a mask of filled positions and the position as a 0-d tensor: one graph
+    serves every step and every window length.  ``_static_s1`` takes the new
+    token to its s1 logits and writes the caches; ``_static_s2`` takes the
+    drawn s1 token to the s2 logits.  The sampler runs between them in
+    upstream's Python, so a seed gives eager's draws (inductor's own RNG would
+    draw differently); compiled logits may differ from eager ones in the last
+    bits, which can flip a draw that sits on a boundary.
     """
 
     def __init__(self, model, max_context):
@@ -38,6 +50,7 @@ class _PatchkitDecodeCache:
         self.values = []
         self.hidden = None
         self.cached_s1 = False
+        self.prefilled = 0  # the look-back window's length
 
     # -- the model's decode API ---------------------------------------------------------
     def decode_s1(self, s1_ids, s2_ids, stamp=None, padding_mask=None):
@@ -51,7 +64,17 @@ class _PatchkitDecodeCache:
         if usable and self.length == 0:
             out = self._prefill(s1_ids, s2_ids, stamp)
         elif usable and window == self.length + 1 and s1_ids.shape[0] == self.hidden.shape[0]:
-            out = self._extend(s1_ids[:, -1:], s2_ids[:, -1:], None if stamp is None else stamp[:, -1:])
+            # the new position, contiguous: a slice of the growing window would change strides every step
+            new = (s1_ids[:, -1:].contiguous(), s2_ids[:, -1:].contiguous(),
+                   None if stamp is None else stamp[:, -1:].contiguous())
+            steps = self._compiled_steps()
+            if steps is None:
+                out = self._extend(*new)
+            else:
+                pos = torch.tensor(self.length, device=s1_ids.device)
+                logits = steps[0](self, *new, pos)
+                self.length += 1
+                out = logits, self.hidden[:, :self.length]
         else:
             self.length = -1
             self.keys, self.values, self.hidden = [], [], None
@@ -63,6 +86,9 @@ class _PatchkitDecodeCache:
         m = self.model
         if not (self.cached_s1 and padding_mask is None and context.shape[1] == self.length):
             return m.decode_s2(context, s1_ids, padding_mask)
+        steps = self._compiled_steps()
+        if steps is not None and self.length > self.prefilled:
+            return steps[1](self, s1_ids, torch.tensor(self.length - 1, device=s1_ids.device))
         sibling_embed = m.embedding.emb_s1(s1_ids)
         attn_out = m.dep_layer.cross_attn(sibling_embed, context, context)
         return m.head.cond_forward(m.dep_layer.norm(context[:, -1:] + attn_out))
@@ -105,7 +131,7 @@ class _PatchkitDecodeCache:
         x = m.norm(x)
         self.hidden = x.new_zeros(batch, self.max_context, x.shape[-1])
         self.hidden[:, :window] = x
-        self.length = window
+        self.length = self.prefilled = window
         return m.head(x), x
 
     def _extend(self, s1_new, s2_new, stamp_new):
@@ -129,3 +155,57 @@ class _PatchkitDecodeCache:
         self.hidden[:, pos:pos + 1] = x
         self.length = pos + 1
         return m.head(x), self.hidden[:, :pos + 1]
+
+    # -- compiled steps: static shapes, one graph for every step -------------------------------
+    def _compiled_steps(self):
+        compiler = getattr(self.model, "patchkit_step_compiler", None)
+        if compiler is None:
+            return None
+        steps = self.model.__dict__.get("_patchkit_compiled_steps")
+        if steps is None or steps[0] is not compiler:
+            steps = (compiler, compiler(type(self)._static_s1), compiler(type(self)._static_s2))
+            self.model.__dict__["_patchkit_compiled_steps"] = steps
+        return steps[1:]
+
+    def _rotate_at(self, attn, x, index, table):
+        """Rotary phase of the positions in ``index`` (a 1-element tensor), from a ``table``-long module table."""
+        cos, sin = attn.rotary._update_cos_sin_cache(x, table)
+        cos, sin = cos.index_select(-2, index), sin.index_select(-2, index)
+        return (x * cos) + (attn.rotary._rotate_half(x) * sin)
+
+    def _static_s1(self, s1_new, s2_new, stamp_new, pos):
+        m = self.model
+        index = pos.view(1)
+        filled = (torch.arange(self.max_context, device=pos.device) <= pos).view(1, 1, 1, -1)
+        x = self._embed(s1_new, s2_new, stamp_new)
+        for i, layer in enumerate(m.transformer):
+            attn = layer.self_attn
+            h = layer.norm1(x)
+            q = self._rotate_at(attn, self._heads(attn, attn.q_proj, h), index, self.max_context)
+            self.keys[i].index_copy_(2, index, self._rotate_at(attn, self._heads(attn, attn.k_proj, h), index,
+                                                               self.max_context))
+            self.values[i].index_copy_(2, index, self._heads(attn, attn.v_proj, h))
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q, self.keys[i], self.values[i], attn_mask=filled, dropout_p=0.0)
+            out = out.transpose(1, 2).contiguous().view(x.shape[0], 1, -1)
+            x = x + attn.resid_dropout(attn.out_proj(out))
+            x = x + layer.ffn(layer.norm2(x))
+        x = m.norm(x)
+        self.hidden.index_copy_(1, index, x)
+        return m.head(x)
+
+    def _static_s2(self, s1_ids, pos):
+        """The dependency layer over the whole buffer with a mask; upstream's cross-attention applies the
+        rotary phase of its one query position (position 0) to the query and every key."""
+        m = self.model
+        cross = m.dep_layer.cross_attn
+        filled = (torch.arange(self.max_context, device=pos.device) <= pos).view(1, 1, 1, -1)
+        sibling_embed = m.embedding.emb_s1(s1_ids)
+        zero = torch.zeros(1, dtype=torch.long, device=pos.device)
+        q = self._rotate_at(cross, self._heads(cross, cross.q_proj, sibling_embed), zero, 1)
+        k = self._rotate_at(cross, self._heads(cross, cross.k_proj, self.hidden), zero, 1)
+        v = self._heads(cross, cross.v_proj, self.hidden)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=filled, dropout_p=0.0)
+        out = cross.resid_dropout(cross.out_proj(out.transpose(1, 2).contiguous().view(s1_ids.shape[0], 1, -1)))
+        last = self.hidden.index_select(1, pos.view(1))
+        return m.head.cond_forward(m.dep_layer.norm(last + out))
