@@ -19,6 +19,9 @@ _MARK_STEP_CALL = m.Call(
     args=[],
 )
 _MARK_STEP_LINE = m.SimpleStatementLine(body=[m.Expr(value=_MARK_STEP_CALL)])
+#: CUDA graphs exist only once inductor is loaded; calling the mark would load it (seconds) in eager runs
+_MARK_STEP_GATED = f'if "torch._inductor" in sys.modules:\n    {_MARK_STEP}\n'
+_MARK_STEP_IF = m.If(body=m.IndentedBlock(body=[_MARK_STEP_LINE]), orelse=None)
 
 
 def _calls_step(node: cst.CSTNode, step_calls: tuple[str, ...]) -> bool:
@@ -69,7 +72,10 @@ class CudagraphStep(PatchkitCodemod):
 
     * ``torch.compiler.cudagraph_mark_step_begin()`` becomes the loop body's
       first statement, so one loop iteration is one generation: outputs stay
-      valid until the next step begins;
+      valid until the next step begins.  It runs once ``torch._inductor`` is
+      loaded (``if "torch._inductor" in sys.modules:``): CUDA graphs need
+      inductor, and the call itself would load inductor and Dynamo, seconds of
+      import, into a purely eager run;
     * after each assignment in that loop that binds a name listed in ``clone``
       from a ``step_calls`` call, ``name = name.clone()`` is inserted, so the
       value handed to the next compiled call (or kept past the step) is owned
@@ -119,10 +125,12 @@ class CudagraphStep(PatchkitCodemod):
         body = list(updated_node.body.body)
         out: list[cst.BaseStatement] = []
         changed = False
-        if body and m.matches(body[0], _MARK_STEP_LINE):
+        if body and m.matches(body[0], m.OneOf(_MARK_STEP_LINE, _MARK_STEP_IF)):
             self.record_already(original_node, "loop already calls torch.compiler.cudagraph_mark_step_begin()")
         else:
-            out.append(cst.parse_statement(_MARK_STEP))
+            self.require_import("sys")
+            self.require_import("torch")
+            out.append(cst.parse_statement(_MARK_STEP_GATED))
             self.record(original_node, f"{_MARK_STEP} at the top of the decode loop")
             changed = True
 

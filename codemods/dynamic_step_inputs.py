@@ -14,8 +14,9 @@ HELPER = "_patchkit_mark_dynamic"
 _HELPER_SRC = f'''
 
 def {HELPER}(tensor, dims):
-    """patchkit dynamic-step-inputs: compile this input's dims dynamic from the first call; eager: no effect."""
-    if not torch.compiler.is_compiling():
+    """patchkit dynamic-step-inputs: compile this input's dims dynamic from the first call; eager: no effect
+    (torch._dynamo is not imported for it: until something is compiled, it is not loaded)."""
+    if not torch.compiler.is_compiling() and "torch._dynamo" in sys.modules:
         torch._dynamo.maybe_mark_dynamic(tensor, dims)
     return tensor
 '''
@@ -82,6 +83,7 @@ class DynamicStepInputs(StepCallCodemod):
         if not self._wrapped or self._has_helper:
             return updated_node
         self.require_import("torch")
+        self.require_import("sys")
         helper = list(cst.parse_module(_HELPER_SRC.lstrip("\n").replace("\n", updated_node.default_newline)).body)
         helper[0] = helper[0].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
         return updated_node.with_changes(body=[*updated_node.body, *helper])
