@@ -72,6 +72,7 @@ class _PatchkitDecodeCache:
                 out = self._extend(*new)
             else:
                 pos = torch.tensor(self.length, device=s1_ids.device)
+                self._mark_batch_dynamic(*new)
                 logits = steps[0](self, *new, pos)
                 self.length += 1
                 out = logits, self.hidden[:, :self.length]
@@ -88,6 +89,7 @@ class _PatchkitDecodeCache:
             return m.decode_s2(context, s1_ids, padding_mask)
         steps = self._compiled_steps()
         if steps is not None and self.length > self.prefilled:
+            self._mark_batch_dynamic(s1_ids)
             return steps[1](self, s1_ids, torch.tensor(self.length - 1, device=s1_ids.device))
         sibling_embed = m.embedding.emb_s1(s1_ids)
         attn_out = m.dep_layer.cross_attn(sibling_embed, context, context)
@@ -166,6 +168,13 @@ class _PatchkitDecodeCache:
             steps = (compiler, compiler(type(self)._static_s1), compiler(type(self)._static_s2))
             self.model.__dict__["_patchkit_compiled_steps"] = steps
         return steps[1:]
+
+    def _mark_batch_dynamic(self, *inputs):
+        """Compile the batch dim dynamic from the first call: a stream of batch sizes then needs one graph (and
+        one more for a single row, which Dynamo specialises)."""
+        for t in (*inputs, *self.keys, *self.values, self.hidden):
+            if t is not None:
+                torch._dynamo.maybe_mark_dynamic(t, 0)
 
     def _rotate_at(self, attn, x, index, table):
         """Rotary phase of the positions in ``index`` (a 1-element tensor), from a ``table``-long module table."""

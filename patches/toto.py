@@ -114,10 +114,11 @@ PATCHSET = PatchSet(
             options={
                 "receivers": ["kv_cache"],
                 "empty_method": "is_empty",
-                # upstream's prefix, stride * (current_len(0) - prepended) clamped at 0, read without .item():
-                # under compile a call feeding more than one new patch raises instead of dropping patches
+                # upstream's prefix read without .item(): 0.2 computes stride * (current_len(0) - prepended)
+                # clamped at 0, 0.1.x stride * current_len(0) (no prepended tokens); under compile a call feeding
+                # more than one new patch raises instead of dropping patches
                 "prefix_tensor": "torch.clamp(self.patch_embed.stride * (kv_cache._current_idx[0] "
-                "- self.num_prepended_tokens), min=0)",
+                "- getattr(self, 'num_prepended_tokens', 0)), min=0)",
             },
             after=("static-kv-cache",),
             why="TotoBackbone.backbone slices the inputs to the new patch at "

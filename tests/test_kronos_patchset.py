@@ -216,7 +216,7 @@ def test_reduce_overhead_on_cuda(trees) -> None:
     from patchkit.verify.harness import eager
     h = KronosHarness(sys.path[0], device="cuda")
     ro = lambda f: torch.compile(f, mode="reduce-overhead")
-    h.workload(ro)
+    h.workload(ro)  # decode_s1/decode_s2 and, through patchkit_step_compiler, the decode cache's static steps
     series = synthetic_ohlcv_series(48, 8)
     a = h.forecast(series, eager)
     diffs = []
