@@ -65,7 +65,8 @@ VARIANTS = {  # name: (tree, compile)
 
 def run(variant: str, args, batch: int, samples: int) -> dict:
     tree, compile_ = VARIANTS[variant]
-    repeats = 2  # the second call is the steady one (compiled: after the compile; eager: after lazy imports)
+    # compiled: the second call is the steady one; eager: --eager-repeats (2 drops one-time lazy imports)
+    repeats = 2 if compile_ != "none" else args.eager_repeats
     code = CHILD
     for key, value in dict(TREE=repr(str(TREES[tree])), SIZE=repr(args.size), COMPILE=repr(compile_),
                            BATCH=batch, LOOKBACK=args.lookback, PRED=args.pred_len, MAX_CONTEXT=args.max_context,
@@ -86,6 +87,7 @@ def main() -> int:
     ap.add_argument("--pred-len", type=int, default=120)
     ap.add_argument("--max-context", type=int, default=512)
     ap.add_argument("--variants", default="upstream-eager,patched-eager,patched-compiled")
+    ap.add_argument("--eager-repeats", type=int, default=2, help="calls per eager row; the last is reported")
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
