@@ -157,6 +157,13 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
         self.function_stack.pop()
         return updated_node
 
+    def identifier(self, *keys: str) -> None:
+        """Refuse each option in ``keys`` unless it is one identifier (a name the codemod matches or writes)."""
+        for key in keys:
+            value = self.options[key]
+            if not isinstance(value, str) or not value.isidentifier():
+                raise CodemodOptionError(f"codemod {self.NAME!r}: {key} must be an identifier")
+
     def identifiers(self, key: str) -> tuple[str, ...]:
         """Normalise option ``key`` to a non-empty tuple of identifiers (a bare string is one), or refuse it."""
         value = self.options[key]
@@ -195,9 +202,7 @@ class StepCallCodemod(PatchkitCodemod):
 
     def __init__(self, context: CodemodContext, **options: Any) -> None:
         super().__init__(context, **options)
-        o = self.options
-        if not isinstance(o["function"], str) or not o["function"].isidentifier():
-            raise CodemodOptionError(f"codemod {self.NAME!r}: function must be an identifier")
+        self.identifier("function")
         self.identifiers("calls")
 
     def step_call(self, node: cst.Call) -> str | None:

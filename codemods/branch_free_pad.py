@@ -91,8 +91,7 @@ class BranchFreePad(PatchkitCodemod):
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         o = self.options
-        if not isinstance(o["function"], str) or not o["function"].isidentifier():
-            raise CodemodOptionError("codemod 'branch-free-pad': function must name the method holding the branch")
+        self.identifier("function")
         if o["class_name"] is not None and not (isinstance(o["class_name"], str) and o["class_name"].isidentifier()):
             raise CodemodOptionError("codemod 'branch-free-pad': class_name must be an identifier")
         self.classes: list[str] = []

@@ -8,7 +8,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
 
-from .base import CodemodOptionError, PatchkitCodemod
+from .base import PatchkitCodemod
 
 _MARK_STEP = "torch.compiler.cudagraph_mark_step_begin()"
 _MARK_STEP_CALL = m.Call(
@@ -93,8 +93,7 @@ class CudagraphStep(PatchkitCodemod):
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         o = self.options
-        if not isinstance(o["function"], str) or not o["function"].isidentifier():
-            raise CodemodOptionError("codemod 'cudagraph-step': function must name the function holding the loop")
+        self.identifier("function")
         self.identifiers("step_calls")
         if o["clone"]:
             self.identifiers("clone")

@@ -57,8 +57,7 @@ class DecodePrefixSlice(PatchkitCodemod):
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         self.identifiers("receivers")
-        if not isinstance(self.options["empty_method"], str) or not self.options["empty_method"].isidentifier():
-            raise CodemodOptionError("codemod 'decode-prefix-slice': empty_method must be an identifier")
+        self.identifier("empty_method")
         check = self.options["prefix_tensor"]
         if check is not None:
             try:

@@ -138,9 +138,7 @@ class RopeStaticCache(PatchkitCodemod):
         o["cache_attrs"] = tuple(o["cache_attrs"] or ())
         if len(o["cache_attrs"]) != 2 or not all(isinstance(a, str) and a.isidentifier() for a in o["cache_attrs"]):
             raise CodemodOptionError("codemod 'rope-static-cache': cache_attrs must be two attribute names")
-        for key in ("class_name", "cache_method", "compute_method", "length_attr"):
-            if not isinstance(o[key], str) or not o[key].isidentifier():
-                raise CodemodOptionError(f"codemod 'rope-static-cache': {key} must be an identifier")
+        self.identifier("class_name", "cache_method", "compute_method", "length_attr")
 
     # -- matching ------------------------------------------------------------
     def _match_cache_method(self, fn: cst.FunctionDef) -> tuple[cst.If, str, str] | None:

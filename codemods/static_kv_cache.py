@@ -8,7 +8,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
 
-from .base import CodemodOptionError, PatchkitCodemod
+from .base import PatchkitCodemod
 from .base import code as _code
 from .base import IS_COMPILING, IS_COMPILING_CODE as _IS_COMPILING
 
@@ -89,10 +89,8 @@ class StaticKvCache(PatchkitCodemod):
 
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
-        for key in ("class_name", "keys_attr", "values_attr", "index_attr", "max_len_attr", "init_method",
-                    "append_method", "reset_method", "position_method", "read_method", "empty_method", "flag_attr"):
-            if not isinstance(self.options[key], str) or not self.options[key].isidentifier():
-                raise CodemodOptionError(f"codemod 'static-kv-cache' needs option {key!r}: an identifier")
+        self.identifier("class_name", "keys_attr", "values_attr", "index_attr", "max_len_attr", "init_method",
+                        "append_method", "reset_method", "position_method", "read_method", "empty_method", "flag_attr")
         self._depth = 0  # function nesting inside the target class
         self._in_target = False
         self._method = ""

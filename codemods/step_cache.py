@@ -48,9 +48,7 @@ class StepCache(PatchkitCodemod):
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         o = self.options
-        for key in ("function", "receiver", "cache_class", "cache_var"):
-            if not isinstance(o[key], str) or not o[key].isidentifier():
-                raise CodemodOptionError(f"codemod 'step-cache': {key} must be an identifier")
+        self.identifier("function", "receiver", "cache_class", "cache_var")
         self.identifiers("calls")
         self.identifiers("cache_args")
         if not isinstance(o["helper"], str):
