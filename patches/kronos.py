@@ -213,21 +213,15 @@ def real_ohlcv_series(context_length: int, horizon: int) -> list[Series]:
 STEP_UNITS = {"_static_s1": "step_s1", "_static_s2": "step_s2"}
 
 
-def _compile_cached_steps(model, compile_fn: CompileFn) -> None:
+def _compile_cached_steps(model, compile_fn: CompileFn, named: bool) -> None:
     """Let the patched tree's decode cache compile its growing-window steps with ``compile_fn``, as a user does
-    with ``model.patchkit_step_compiler = torch.compile``.  Eager runs keep the cache's eager path; an upstream
-    tree has no cache and ignores the attribute."""
-    import inspect
-
+    with ``model.patchkit_step_compiler = torch.compile``; ``named``: pass each its unit name, as the callers
+    that name decode_s1/decode_s2 do.  Eager runs keep the cache's eager path; an upstream tree has no cache and
+    ignores the attribute."""
     if compile_fn is eager:
         return
-    try:
-        params = inspect.signature(compile_fn).parameters
-        named = "name" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-    except (TypeError, ValueError):
-        named = False
     model.patchkit_step_compiler = (
-        (lambda fn: compile_fn(fn, name=STEP_UNITS.get(fn.__name__, fn.__name__))) if named else compile_fn)
+        (lambda fn: compile_fn(fn, name=STEP_UNITS[fn.__name__])) if named else compile_fn)
 
 
 class KronosHarness(Harness):
@@ -274,7 +268,7 @@ class KronosHarness(Harness):
         model = model.to(self.device).eval()
         model.decode_s1 = compile_fn(model.decode_s1)
         model.decode_s2 = compile_fn(model.decode_s2)
-        _compile_cached_steps(model, compile_fn)
+        _compile_cached_steps(model, compile_fn, named=False)
         return tokenizer, model
 
     def parameter_count(self) -> int:
@@ -299,7 +293,7 @@ class KronosHarness(Harness):
         tokenizer, model = self._build(eager)
         model.decode_s1 = compile_fn(model.decode_s1, name="decode_s1")
         model.decode_s2 = compile_fn(model.decode_s2, name="decode_s2")
-        _compile_cached_steps(model, compile_fn)
+        _compile_cached_steps(model, compile_fn, named=True)
         predictor = KronosPredictor(model, tokenizer, device=self.device, max_context=self.traffic_ranges().max_context)
 
         def handle(call, data_seed: int) -> CallOutput:

@@ -107,11 +107,17 @@ class _PatchkitDecodeCache:
         batch, steps, _ = x.shape
         return proj(x).view(batch, steps, attn.n_heads, attn.head_dim).transpose(1, 2)
 
-    def _rotate(self, attn, x, end):
-        """Rotary phases of positions ``end - x.shape[-2] .. end - 1``, from the module's own table."""
+    def _phases(self, attn, x, end, index=None):
+        """cos/sin rows of the module's own ``end``-position table: the last ``x.shape[-2]`` positions, or those
+        in ``index`` (a 1-element tensor).  Computed once per layer, for the query and the key alike."""
         cos, sin = attn.rotary._update_cos_sin_cache(x, end)
-        steps = x.shape[-2]
-        cos, sin = cos[..., end - steps:end, :], sin[..., end - steps:end, :]
+        if index is None:
+            steps = x.shape[-2]
+            return cos[..., end - steps:end, :], sin[..., end - steps:end, :]
+        return cos.index_select(-2, index), sin.index_select(-2, index)
+
+    def _rotate(self, attn, x, phases):
+        cos, sin = phases
         return (x * cos) + (attn.rotary._rotate_half(x) * sin)
 
     def _prefill(self, s1_ids, s2_ids, stamp):
@@ -122,7 +128,8 @@ class _PatchkitDecodeCache:
         for layer in m.transformer:
             attn = layer.self_attn
             h = layer.norm1(x)
-            k = self._rotate(attn, self._heads(attn, attn.k_proj, h), window)
+            k = self._heads(attn, attn.k_proj, h)
+            k = self._rotate(attn, k, self._phases(attn, k, window))
             v = self._heads(attn, attn.v_proj, h)
             shape = (batch, attn.n_heads, self.max_context, attn.head_dim)
             self.keys.append(k.new_zeros(shape))
@@ -143,8 +150,10 @@ class _PatchkitDecodeCache:
         for i, layer in enumerate(m.transformer):
             attn = layer.self_attn
             h = layer.norm1(x)
-            q = self._rotate(attn, self._heads(attn, attn.q_proj, h), pos + 1)
-            self.keys[i][:, :, pos:pos + 1] = self._rotate(attn, self._heads(attn, attn.k_proj, h), pos + 1)
+            q = self._heads(attn, attn.q_proj, h)
+            phases = self._phases(attn, q, pos + 1)
+            q = self._rotate(attn, q, phases)
+            self.keys[i][:, :, pos:pos + 1] = self._rotate(attn, self._heads(attn, attn.k_proj, h), phases)
             self.values[i][:, :, pos:pos + 1] = self._heads(attn, attn.v_proj, h)
             out = torch.nn.functional.scaled_dot_product_attention(
                 q, self.keys[i][:, :, :pos + 1], self.values[i][:, :, :pos + 1],
@@ -176,12 +185,6 @@ class _PatchkitDecodeCache:
             if t is not None:
                 torch._dynamo.maybe_mark_dynamic(t, 0)
 
-    def _rotate_at(self, attn, x, index, table):
-        """Rotary phase of the positions in ``index`` (a 1-element tensor), from a ``table``-long module table."""
-        cos, sin = attn.rotary._update_cos_sin_cache(x, table)
-        cos, sin = cos.index_select(-2, index), sin.index_select(-2, index)
-        return (x * cos) + (attn.rotary._rotate_half(x) * sin)
-
     def _static_s1(self, s1_new, s2_new, stamp_new, pos):
         m = self.model
         index = pos.view(1)
@@ -190,9 +193,10 @@ class _PatchkitDecodeCache:
         for i, layer in enumerate(m.transformer):
             attn = layer.self_attn
             h = layer.norm1(x)
-            q = self._rotate_at(attn, self._heads(attn, attn.q_proj, h), index, self.max_context)
-            self.keys[i].index_copy_(2, index, self._rotate_at(attn, self._heads(attn, attn.k_proj, h), index,
-                                                               self.max_context))
+            q = self._heads(attn, attn.q_proj, h)
+            phases = self._phases(attn, q, self.max_context, index)
+            q = self._rotate(attn, q, phases)
+            self.keys[i].index_copy_(2, index, self._rotate(attn, self._heads(attn, attn.k_proj, h), phases))
             self.values[i].index_copy_(2, index, self._heads(attn, attn.v_proj, h))
             out = torch.nn.functional.scaled_dot_product_attention(
                 q, self.keys[i], self.values[i], attn_mask=filled, dropout_p=0.0)
@@ -211,8 +215,10 @@ class _PatchkitDecodeCache:
         filled = (torch.arange(self.max_context, device=pos.device) <= pos).view(1, 1, 1, -1)
         sibling_embed = m.embedding.emb_s1(s1_ids)
         zero = torch.zeros(1, dtype=torch.long, device=pos.device)
-        q = self._rotate_at(cross, self._heads(cross, cross.q_proj, sibling_embed), zero, 1)
-        k = self._rotate_at(cross, self._heads(cross, cross.k_proj, self.hidden), zero, 1)
+        q = self._heads(cross, cross.q_proj, sibling_embed)
+        phases = self._phases(cross, q, 1, zero)
+        q = self._rotate(cross, q, phases)
+        k = self._rotate(cross, self._heads(cross, cross.k_proj, self.hidden), phases)
         v = self._heads(cross, cross.v_proj, self.hidden)
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=filled, dropout_p=0.0)
         out = cross.resid_dropout(cross.out_proj(out.transpose(1, 2).contiguous().view(s1_ids.shape[0], 1, -1)))

@@ -117,7 +117,7 @@ def ensure_env(model: str, version: str, requirements: list[str], *, extras: tup
 
     torch_version = torch.__version__.split("+")[0]
     reqs = target_requirements(requirements, extras, torch_version)
-    runner = [r for r in (*RUNNER_REQUIREMENTS, *runner_extra)]
+    runner = [*RUNNER_REQUIREMENTS, *runner_extra]
     key = hashlib.sha256(json.dumps([model, version, reqs, runner, sys.version_info[:2]]).encode()).hexdigest()[:10]
     safe_version = "".join(c if c.isalnum() or c in ".-_" else "_" for c in version)[:40]
     env = cache_root() / "envs" / f"{model}-{safe_version}-py{sys.version_info[0]}{sys.version_info[1]}-{key}"
