@@ -70,6 +70,7 @@ PATCHSET = PatchSet(
         ),
     ),
     harness="patchkit.patches.chronos2:Chronos2Harness",
+    aot_runtime="patchkit.patches.chronos2_aot:pipeline",
     provides=("chronos",),
     # upstream's test/ folder sits beside chronos/ and is not in `provides`, so it is never shipped
     package=Package(dist="chronos-forecasting", summary="Chronos-2 time-series forecasting (amazon/chronos-2)",
@@ -165,11 +166,29 @@ class Chronos2Harness(Harness):
                              options={"cross_learning": (False, False, True)})
 
     def serve(self, compile_fn: CompileFn):
-        import torch
         from chronos.chronos2.pipeline import Chronos2Pipeline
 
         pipeline = Chronos2Pipeline(model=self.net)
         pipeline.model = compile_fn(self.net, name="model")
+        return self._serve_pipeline(pipeline)
+
+    # -- ahead of time: Chronos2Model.forward as the pipeline calls it (patches/chronos2_aot.py) ---
+    def export_programs(self):
+        from .chronos2_aot import programs
+
+        return programs(self.net)
+
+    def export_config(self) -> dict[str, Any]:
+        from .chronos2_aot import export_config
+
+        return export_config(self.net)
+
+    def serve_aot(self, package):
+        return self._serve_pipeline(package.pipeline())
+
+    def _serve_pipeline(self, pipeline):
+        import torch
+
         ranges = self.traffic_ranges()
         context_length = None if self.size == "real" else ranges.max_context
 

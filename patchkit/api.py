@@ -95,6 +95,26 @@ def verify_traffic(model: str, *, root: str | Path | None = None, size: str = "t
     return report, raw
 
 
+def verify_aot(model: str, package: str | Path, *, root: str | Path | None = None, calls: int = 24, seed: int = 0,
+               json_path: str | Path | None = None, progress=lambda msg: None):
+    """``verify --aot PACKAGE``: an exported package against upstream eager through the users' entry point."""
+    from .aot import check_record, read_record
+    from .distribute import patch_hash
+    from .verify.aot_report import verify_aot as _verify_aot
+
+    ws = workspace(root)
+    ps = patches.get(model)
+    _require_applied(ws, ps)
+    phash = patch_hash(ws.read_lock(model))
+    record = read_record(package)
+    check_record(record, package, patch_hash=phash, model=model)
+    report, raw = _verify_aot(ps, ws.pristine(model), ws.patched(model), Path(package), patch_hash=phash,
+                              record=record, calls=calls, seed=seed, progress=progress)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    return report, raw
+
+
 def bench(model: str, *, root: str | Path | None = None, modes: tuple[str, ...] = ("eager", "default",
           "reduce-overhead", "max-autotune"), dtypes: tuple[str, ...] = ("float32",), batch: int = 8, runs: int = 10,
           device: str = "cpu", warm_start: bool = True, size: str = "tiny", weights: str | None = None,
@@ -114,6 +134,21 @@ def bench(model: str, *, root: str | Path | None = None, modes: tuple[str, ...] 
                           weights=weights, device=device, progress=progress)
         rep = dataclasses.replace(rep, traffic=t)
     return rep
+
+
+def export(model: str, *, root: str | Path | None = None, size: str = "tiny", weights: str | None = None,
+           device: str = "cpu", out: str | Path | None = None, json_path: str | Path | None = None,
+           progress=lambda msg: None):
+    """``patchkit export``: the patched model's programs, AOT-compiled into one ``.pt2`` package."""
+    from .aot import export as _export
+
+    ws = workspace(root)
+    ps = patches.get(model)
+    check_size_and_weights(model, size, weights)
+    result = _export(ws, ps, size=size, weights=weights, device=device, out=out, progress=progress)
+    if json_path:
+        Path(json_path).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result
 
 
 def build(model: str, *, root: str | Path | None = None, out: str | Path | None = None, progress=lambda msg: None):

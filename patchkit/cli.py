@@ -164,6 +164,9 @@ def apply(opts: Options, model: str, check: bool, diff: bool, force: bool) -> No
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda (not applicable without a GPU).")
 @click.option("--mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]), default="default",
               show_default=True, help="--traffic: inductor mode of the patched compiled pass (reduce-overhead: CUDA only).")
+@click.option("--aot", "aot_package", type=click.Path(dir_okay=False, path_type=Path),
+              help="Check a `patchkit export` package instead: the traffic profile through the upstream's entry "
+                   "point, package vs upstream eager (<= 1e-5 relative), with no compiling in its process.")
 @click.option("--tolerance", type=float, help="Scaled MAE / prediction drift tolerance (default: the patch set's).")
 @click.option("--backend", type=click.Choice(["inductor", "aot_eager", "eager"]), default=None,
               help="torch.compile backend for the break/recompile analysis (Dynamo decides breaks before the "
@@ -171,8 +174,8 @@ def apply(opts: Options, model: str, check: bool, diff: bool, force: bool) -> No
                    "variant. Forecasts and the patched traffic pass always use inductor.")
 @click.pass_obj
 def verify(opts: Options, model: str, logs: str, json_path: Path | None, size: str, weights: str | None,
-           traffic: bool, calls: int, seed: int, device: str, mode: str, tolerance: float | None,
-           backend: str | None) -> None:
+           traffic: bool, calls: int, seed: int, device: str, mode: str, aot_package: Path | None,
+           tolerance: float | None, backend: str | None) -> None:
     """Prove the fix: graph breaks, recompiles and forecast fidelity, upstream vs patched.
 
     Each variant runs in its own subprocess with TORCH_LOGS set. Without
@@ -191,9 +194,22 @@ def verify(opts: Options, model: str, logs: str, json_path: Path | None, size: s
       patchkit verify toto --logs graph_breaks,recompiles --json toto.json
       patchkit verify toto --traffic --size real --json toto-traffic.json
       patchkit verify kronos --traffic --weights ~/ckpt/Kronos-small,~/ckpt/Kronos-Tokenizer-base
+      patchkit verify chronos2 --aot dist/chronos2-tiny-cpu.pt2
     """
     extra = _csv(logs)
-    if traffic:
+    if aot_package is not None:
+        if traffic or size != "tiny" or weights or mode != "default" or backend:
+            raise click.UsageError("--aot takes its size, weights and device from the package record; it combines "
+                                   "only with --calls, --seed and --json")
+        report, raw = api.verify_aot(model, aot_package, root=opts.root, calls=calls, seed=seed,
+                                     json_path=json_path, progress=lambda msg: click.echo(f"... {msg}", err=True))
+        from .verify.aot_report import render as render_aot
+
+        click.echo(render_aot(report))
+        if opts.verbose:
+            for label, text in raw.items():
+                click.echo(f"\n--- {label} stderr ---\n{text}")
+    elif traffic:
         report, raw = api.verify_traffic(model, root=opts.root, size=size, calls=calls, seed=seed, weights=weights,
                                          device=device, mode=None if mode == "default" else mode,
                                          analysis_backend=backend or "eager", logs=extra, json_path=json_path,
@@ -409,6 +425,45 @@ def report(reports: tuple[str, ...], suffix: str) -> None:
         click.echo(f"(torch {torch_version}, device cpu)")
     if failed:
         sys.exit(errors.EXIT_VERIFY_FAILED)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--size", type=click.Choice(["tiny", "real"]), default="tiny", show_default=True,
+              help="tiny: small seeded model; real: the published architecture with seeded random weights.")
+@click.option("--weights", help="A local checkpoint directory (default: seeded random weights; chronos2 tiny: "
+                                "upstream's test checkpoint).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, or cuda (exit 3 without a GPU).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Package file, ending in .pt2 (default: WORKSPACE/dist/MODEL-SIZE-DEVICE.pt2).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the result as JSON.")
+@click.pass_obj
+def export(opts: Options, model: str, size: str, weights: str | None, device: str, out: Path | None,
+           json_path: Path | None) -> None:
+    """Export the patched MODEL ahead of time into one .pt2 package (torch.export + AOTInductor).
+
+    The package holds the model's compiled programs with dynamic batch and
+    lengths, bounded by the model's limits, and a record (upstream version and
+    hash, patch-set hash, torch version, device, ranges, weights source). A
+    fresh process loads it with patchkit.runtime.load_package and forecasts
+    through the upstream's own API, with no compile at all. Written atomically:
+    a finished package or nothing.
+
+    \b
+    Examples:
+      patchkit export chronos2
+      patchkit export chronos2 --size real --out chronos2.pt2 --json chronos2-export.json
+    """
+    r = api.export(model, root=opts.root, size=size, weights=weights, device=device, out=out, json_path=json_path,
+                   progress=lambda msg: click.echo(f"... {msg}", err=True))
+    rec = r.record
+    click.echo(f"exported {r.path} ({r.bytes / 1e6:.1f} MB, {r.seconds:.1f} s): {rec['model']} "
+               f"{rec['upstream']['version'][:12]} patch set {rec['patch_hash']}, size {rec['size']} "
+               f"({rec['parameters']:,} parameters), torch {rec['torch']}, {rec['device']}")
+    for name, prog in rec["programs"].items():
+        ranges = ", ".join(f"{k} {lo}..{hi}" for k, (lo, hi) in prog["ranges"].items())
+        fixed = ", ".join(f"{k} = {v}" for k, v in prog["static"].items())
+        click.echo(f"  {name}: {ranges}{'; ' + fixed if fixed else ''}")
 
 
 @cli.command()

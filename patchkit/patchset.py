@@ -159,3 +159,6 @@ class PatchSet:
     package: Package | None = None
     #: what the verify harness imports beyond the upstream's requirements (``upgrade-check --isolated``)
     isolated_requires: tuple[str, ...] = ()
+    #: ``patchkit export``: "module:function" building the users' entry point (e.g. a Chronos2Pipeline) from a
+    #: loaded package; None when the model has no ahead-of-time export yet
+    aot_runtime: str | None = None

@@ -274,3 +274,14 @@ def compile(target: Callable[..., Any], *, strict: bool = False, warmup: int | N
     warning, and after ``warmup`` calls any recompile raises (``fail_on_recompile``).
     """
     return GuardedCompile(target, strict=strict, warmup=warmup, name=name, **torch_compile_kwargs)
+
+
+def load_package(path, *, patch_hash: str | None = None, model: str | None = None):
+    """Load a ``patchkit export`` package: see ``patchkit.aot.load_package``.
+
+    ``load_package("chronos2.pt2").pipeline()`` is an upstream ``Chronos2Pipeline`` whose model runs the
+    package's ahead-of-time programs.
+    """
+    from .aot import load_package as _load
+
+    return _load(path, patch_hash=patch_hash, model=model)

@@ -99,6 +99,24 @@ class Series:
     source: str  # "synthetic" or where the real data came from
 
 
+@dataclass
+class ExportProgram:
+    """One program of an ahead-of-time package (``patchkit export``).
+
+    ``module`` is called with ``args``; ``dynamic_shapes`` is what
+    ``torch.export.export`` takes; ``ranges`` names each dynamic dimension's
+    bounds (inclusive) for the package record and the runtime's range errors;
+    ``static`` names the sizes this program fixes (e.g. ``{"output_patches": 1}``).
+    """
+
+    name: str
+    module: Any
+    args: tuple
+    dynamic_shapes: Any
+    ranges: dict[str, list[int]]
+    static: dict[str, int]
+
+
 class Harness(ABC):
     #: registry name of the model (matches its patch set)
     model: str = ""
@@ -130,6 +148,20 @@ class Harness(ABC):
         reproducible.
         """
         raise NotImplementedError(f"{self.model} harness has no traffic entry point")
+
+    # -- ahead-of-time packages (``patchkit export``, ``verify --aot``) ------------
+    def export_programs(self) -> list[ExportProgram]:
+        """The compiled units to export, each with dynamic dims bounded by the model's real limits."""
+        raise NotImplementedError(f"{self.model}: no ahead-of-time export yet")
+
+    def export_config(self) -> dict[str, Any]:
+        """What the runtime needs besides the programs to rebuild the users' entry point (a model config)."""
+        raise NotImplementedError(f"{self.model}: no ahead-of-time export yet")
+
+    def serve_aot(self, package: Any) -> Callable[[Call, int], CallOutput]:
+        """``serve`` for a loaded package (``patchkit.runtime.load_package``): the same calls, run by the
+        package through the upstream-style object it builds."""
+        raise NotImplementedError(f"{self.model}: no ahead-of-time export yet")
 
     def parameter_count(self) -> int:
         """Parameters of the model(s) built; reported with the size."""

@@ -111,7 +111,7 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 
 def _run(ps: PatchSet, tree: Path, label: str, passes: str, *, size: str, calls: int, seed: int, weights: str | None,
          device: str, backend: str, mode: str | None, extra_logs: tuple[str, ...], timeout: int,
-         extra_env: dict[str, str] | None = None):
+         extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()):
     logs = ",".join(dict.fromkeys((*ALWAYS_LOGS, *extra_logs)))
     with tempfile.TemporaryDirectory(prefix=f"patchkit-traffic-{label}-") as tmp:
         out = Path(tmp) / "out"
@@ -122,10 +122,11 @@ def _run(ps: PatchSet, tree: Path, label: str, passes: str, *, size: str, calls:
             cmd += ["--mode", mode]
         if weights:
             cmd += ["--weights", weights]
+        cmd += list(extra_args)
         proc = run_logged(cmd, model=ps.model, label=label, tree=tree, logs=logs, timeout=timeout, cwd=tmp,
                           expect=out / "traffic.json", extra_env=extra_env)
         data = json.loads((out / "traffic.json").read_text())
-        arrays = {name: _load(out / f"{name}.npz") for name in ("eager", "compiled")}
+        arrays = {name: _load(out / f"{name}.npz") for name in ("eager", "compiled", "aot")}
     return data, arrays, proc.stderr
 
 
@@ -194,6 +195,18 @@ def _check(what: str, bound: float, got: dict[str, np.ndarray], want: dict[str, 
         return None
     ok = worst <= bound and not nan_bad and not shape_bad
     return FidelityCheck(what, bound, n, worst, worst_call, nan_bad, shape_bad, ok)
+
+
+def fidelity_failure(c: FidelityCheck) -> str:
+    """One failure line for a check that did not hold: how far, where, and NaN or shape mismatches."""
+    detail = []
+    if c.worst_rel > c.bound:
+        detail.append(f"worst relative L2 {c.worst_rel:.3g} at {c.worst_call} > {c.bound:g}")
+    if c.nan_mismatch_calls:
+        detail.append(f"NaN placement differs at {', '.join(c.nan_mismatch_calls[:3])}")
+    if c.shape_mismatch_calls:
+        detail.append(f"shapes differ at {', '.join(c.shape_mismatch_calls[:3])}")
+    return f"{c.what}: {'; '.join(detail)}"
 
 
 def compare_eager(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size: str = "tiny", calls: int = 24,
@@ -287,16 +300,7 @@ def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstre
     for e in up.call_errors:
         if e["phase"] == "eager":
             failures.append(f"upstream eager call {e['call']} raised {e['error']} (the profile must be valid input)")
-    for c in fidelity:
-        if not c.ok:
-            detail = []
-            if c.worst_rel > c.bound:
-                detail.append(f"worst relative L2 {c.worst_rel:.3g} at {c.worst_call} > {c.bound:g}")
-            if c.nan_mismatch_calls:
-                detail.append(f"NaN placement differs at {', '.join(c.nan_mismatch_calls[:3])}")
-            if c.shape_mismatch_calls:
-                detail.append(f"shapes differ at {', '.join(c.shape_mismatch_calls[:3])}")
-            failures.append(f"{c.what}: {'; '.join(detail)}")
+    failures += [fidelity_failure(c) for c in fidelity if not c.ok]
     if not any(c.what.startswith("patched eager vs upstream eager") for c in fidelity):
         failures.append("no output to compare: the harness returned neither point forecasts nor samples")
 

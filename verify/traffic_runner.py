@@ -33,7 +33,7 @@ import numpy as np
 
 from .runner import PHASE_MARK, _one_line, dynamo_counts, entry, reset, setup
 
-PASSES = ("eager", "compiled", "steady")
+PASSES = ("eager", "compiled", "steady", "aot")
 STEADY_OFFSET = 50_000
 
 
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", default="inductor", help="backend of the compiled pass")
     ap.add_argument("--mode", default=None, help="inductor mode of the compiled pass (e.g. reduce-overhead)")
+    ap.add_argument("--package", help="aot pass: the patchkit export package to run")
+    ap.add_argument("--patch-hash", help="aot pass: the patch set the package must come from")
     args = ap.parse_args(argv)
     passes = [p for p in args.passes.split(",") if p]
     unknown = set(passes) - set(PASSES)
@@ -143,6 +145,20 @@ def main(argv: list[str] | None = None) -> int:
                                           stop_on_error=True)
             result["passes"]["steady"] = {"times_s": times, "errors": errs}
             result["unit_graphs_after_steady"] = dict(compiler.graphs)
+    if "aot" in passes:  # the exported package through the same entry point; nothing may be compiled here
+        _phase("traffic-aot")
+        reset()
+        from patchkit.aot import load_package
+
+        package = load_package(args.package, patch_hash=args.patch_hash, model=args.model)
+        handle = harness.serve_aot(package)
+        t0 = time.perf_counter()
+        times, arrays, errs = run_pass(handle, calls, seed=args.seed, device=args.device)
+        np.savez_compressed(outdir / "aot.npz", **arrays)
+        result["passes"]["aot"] = {"times_s": times, "errors": errs, "wall_s": time.perf_counter() - t0,
+                                   "load_s": package.load_s}
+        result["aot_counters"] = dynamo_counts()
+        result["aot_record"] = package.record
     _phase("done")
     (outdir / "traffic.json").write_text(json.dumps(result))
     return 0

@@ -1,0 +1,223 @@
+"""Ahead-of-time packages of the patched models: ``patchkit export`` and loading them back.
+
+``export`` runs the patch set's programs (the harness's ``export_programs``:
+each compiled unit with dynamic dims bounded by the model's real limits)
+through ``torch.export.export`` and AOTInductor in a subprocess with the
+patched tree first on ``sys.path``, and writes one ``.pt2`` archive: every
+program plus a record (``extra/patchkit.json``) naming the upstream (version,
+archive hash or commit), the patch-set hash, torch version, device, size,
+weights source, the programs' ranges and the model config the runtime needs.
+The archive is written to a temporary file beside ``--out`` and renamed into
+place: a finished package or nothing.
+
+``load_package`` reads the record first (without loading any compiled code),
+refuses a package from another torch version or patch set (``PackageMismatch``,
+exit 2) or a damaged one (``CorruptPackage``, exit 2), then loads each program.
+The loaded package builds the upstream-style entry point (``.pipeline()``).
+Running it involves no Dynamo: nothing is traced or compiled in that process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput, EnvironmentProblem, NotVendored, PatchkitError
+from .patchset import PatchSet
+from .workspace import Workspace
+
+RECORD_FORMAT = 1
+RECORD_NAME = "patchkit.json"  # inside the archive's extra/ folder (see verify/export_runner.py)
+
+
+class PackageMismatch(BadInput):
+    """The package was built for another torch, patch set, model or device."""
+
+
+class CorruptPackage(BadInput):
+    """Not a readable patchkit ``.pt2`` package."""
+
+
+class ExportFailed(PatchkitError):
+    """``torch.export`` or AOTInductor failed on the patched model: the patch set needs work (exit 1)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    model: str
+    path: str
+    bytes: int
+    seconds: float
+    record: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_out(ws: Workspace, model: str, size: str, device: str) -> Path:
+    return ws.root / "dist" / f"{model}-{size}-{device.split(':')[0]}.pt2"
+
+
+def export(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | None = None, device: str = "cpu",
+           out: str | Path | None = None, timeout: int = 7200, progress=lambda msg: None) -> ExportResult:
+    from .apply import apply as _apply
+    from .distribute import patch_hash
+
+    if ps.aot_runtime is None:
+        raise BadInput(f"{ps.model}: its patch set declares no ahead-of-time export yet")
+    path = Path(out) if out else default_out(ws, ps.model, size, device)
+    if path.suffix != ".pt2":
+        raise BadInput(f"--out {str(path)!r}: a package file name must end in .pt2")
+    if path.is_dir():
+        raise BadInput(f"--out {str(path)!r} is a directory; give a file name ending in .pt2")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EnvironmentProblem(f"--device {device}: not applicable on this machine (torch sees no CUDA "
+                                     "device); nothing was exported")
+    if not _apply(ws, ps, check=True).up_to_date:
+        raise NotVendored(f"vendor/{ps.model} is missing or out of date; run `patchkit apply {ps.model}` first")
+    lock = ws.read_lock(ps.model)
+    record = {
+        "format": RECORD_FORMAT,
+        "model": ps.model,
+        "upstream": {"version": lock["version"], **lock["source"]},  # package or repo, archive hash or commit
+        "patch_hash": patch_hash(lock),
+        "weights_path": str(Path(weights).resolve()) if weights else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tree = ws.patched(ps.model)
+    t0 = time.perf_counter()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".pt2.partial", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="patchkit-export-") as work:
+            rec_file = Path(work) / "record.json"
+            rec_file.write_text(json.dumps(record))
+            cmd = [sys.executable, "-m", "patchkit.verify.export_runner", ps.model, str(tree), str(tmp),
+                   str(rec_file), "--size", size, "--device", device]
+            if weights:
+                cmd += ["--weights", weights]
+            progress(f"{ps.model} ({size}, {device}): torch.export + AOTInductor, one program at a time")
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=work)
+            if proc.returncode != 0:
+                tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
+                raise ExportFailed(f"export of the patched {ps.model} failed (exit {proc.returncode}):\n{tail}")
+            record = json.loads(rec_file.read_text())
+        read_record(tmp)  # what was written reads back
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportResult(ps.model, str(path), path.stat().st_size, round(time.perf_counter() - t0, 2), record)
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """The package's patchkit record, read from the archive without loading compiled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{str(path)!r}: no such package file")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith(f"/extra/{RECORD_NAME}")]
+            if not names:
+                raise CorruptPackage(f"{path}: not a patchkit package (no extra/{RECORD_NAME} in the archive)")
+            record = json.loads(zf.read(names[0]))
+    except (zipfile.BadZipFile, OSError, json.JSONDecodeError, KeyError) as err:
+        raise CorruptPackage(f"{path}: not a readable .pt2 package ({type(err).__name__}: {err})") from None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        raise CorruptPackage(f"{path}: package record format {record.get('format') if isinstance(record, dict) else '?'}"
+                             f", this patchkit reads format {RECORD_FORMAT}")
+    return record
+
+
+def check_record(record: dict[str, Any], path: str | Path, *, patch_hash: str | None, model: str | None = None) -> None:
+    """Refuse a package built for another torch, patch set or model, or for a device this process lacks."""
+    import torch
+
+    if model and record.get("model") != model:
+        raise PackageMismatch(f"{path}: a package of {record.get('model')!r}, not {model!r}")
+    if record.get("torch") != torch.__version__:
+        raise PackageMismatch(f"{path}: exported with torch {record.get('torch')}, this process runs torch "
+                              f"{torch.__version__}; re-export it with `patchkit export {record.get('model')}`")
+    if patch_hash is not None and record.get("patch_hash") != patch_hash:
+        raise PackageMismatch(f"{path}: exported from patch set {record.get('patch_hash')}, the current patched "
+                              f"{record.get('model')} is {patch_hash}; re-export it with `patchkit export "
+                              f"{record.get('model')}`")
+    if str(record.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
+        raise EnvironmentProblem(f"{path}: a CUDA package, and torch sees no CUDA device here")
+
+
+def _installed_patch_hash(model: str) -> str | None:
+    """The patch-set hash of the importable patched package (``patchkit install``), if it is one."""
+    from . import patches
+    from .distribute import installed_provenance
+
+    record, _ = installed_provenance(patches.get(model))
+    return record.get("patch_hash") if record else None
+
+
+class LoadedPackage:
+    """A checked package with its programs loaded; ``pipeline()`` builds the upstream-style entry point."""
+
+    def __init__(self, path: Path, record: dict[str, Any], programs: dict[str, Any], load_s: float) -> None:
+        self.path, self.record, self.programs, self.load_s = path, record, programs, load_s
+
+    @property
+    def model(self) -> str:
+        return self.record["model"]
+
+    def program(self, name: str):
+        return self.programs[name]
+
+    def ranges(self) -> dict[str, Any]:
+        return {name: p for name, p in self.record["programs"].items()}
+
+    def pipeline(self, *args, **kwargs):
+        """The upstream's own entry point (Chronos2Pipeline, ...) running this package."""
+        from . import patches
+
+        spec = patches.get(self.model).aot_runtime
+        module, _, fn = spec.partition(":")
+        import importlib
+
+        return getattr(importlib.import_module(module), fn)(self, *args, **kwargs)
+
+
+def load_package(path: str | Path, *, patch_hash: str | None = None, model: str | None = None) -> LoadedPackage:
+    """Load a ``patchkit export`` package after checking its record.
+
+    ``patch_hash``: the patch set it must come from (default: the installed patched package's, when the
+    importable package is a patchkit build; otherwise the patch set is not checked).
+    """
+    t0 = time.perf_counter()
+    path = Path(path)
+    record = read_record(path)
+    if patch_hash is None and record.get("model"):
+        patch_hash = _installed_patch_hash(record["model"])
+    check_record(record, path, patch_hash=patch_hash, model=model)
+    from torch._inductor.package import load_package as _load
+
+    programs = {}
+    for name in record.get("programs", {}):
+        try:
+            programs[name] = _load(str(path), model_name=name)
+        except Exception as err:  # noqa: BLE001 - whatever the loader raises, the archive is unusable
+            raise CorruptPackage(f"{path}: program {name!r} does not load ({type(err).__name__}: "
+                                 f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
+    if not programs:
+        raise CorruptPackage(f"{path}: the package record names no programs")
+    return LoadedPackage(path, record, programs, time.perf_counter() - t0)

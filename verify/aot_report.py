@@ -1,0 +1,124 @@
+"""``verify MODEL --aot PACKAGE``: an exported package against upstream eager, through the users' entry point.
+
+The upstream (pristine) tree runs the traffic profile eagerly for the
+reference outputs; a second process loads the package with
+``patchkit.runtime.load_package`` and runs the same calls through the
+upstream-style object it builds (``Chronos2Pipeline`` ...).  The profile's
+batches, lengths and horizons are not the shapes the export traced, so this is
+also the check on unseen shapes within the exported ranges.
+
+It fails when a call errors, an output differs from upstream eager by more than
+``AOT_RTOL`` relative L2 (or puts NaN elsewhere), or the package's process
+traced or compiled anything (Dynamo's counters must stay at zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from patchkit.patchset import PatchSet
+
+from .traffic import percentiles
+from .traffic_report import FidelityCheck, _check, _run, fidelity_failure
+
+#: exported program vs upstream eager (the issue's bound: compiled code may reorder float sums)
+AOT_RTOL = 1e-5
+
+
+@dataclass(frozen=True)
+class AOTReport:
+    model: str
+    package: str
+    torch_version: str
+    upstream_version: str
+    patch_hash: str
+    size: str
+    parameters: int
+    device: str
+    programs: dict[str, Any]
+    calls: list[dict]
+    load_s: float
+    latency: dict[str, Any]
+    dynamo: dict[str, Any]
+    call_errors: list[dict]
+    fidelity: list[FidelityCheck]
+    ok: bool
+    failures: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: Path, *, patch_hash: str,
+               record: dict[str, Any], calls: int = 24, seed: int = 0, timeout: int = 7200,
+               progress=lambda msg: None) -> tuple[AOTReport, dict[str, str]]:
+    size, device = record["size"], record["device"]
+    weights = record.get("weights_path")
+    progress(f"{ps.model} upstream: {calls} calls eager (the reference)")
+    up_data, up_arrays, up_log = _run(ps, Path(upstream_tree).resolve(), "upstream", "eager", size=size, calls=calls,
+                                      seed=seed, weights=weights, device=device, backend="eager", mode=None,
+                                      extra_logs=(), timeout=timeout)
+    progress(f"{ps.model} package {package}: the same calls, no compiling")
+    pk_data, pk_arrays, pk_log = _run(ps, Path(patched_tree).resolve(), "package", "aot", size=size, calls=calls,
+                                      seed=seed, weights=weights, device=device, backend="eager", mode=None,
+                                      extra_logs=(), timeout=timeout,
+                                      extra_args=("--package", str(Path(package).resolve()), "--patch-hash",
+                                                  patch_hash))
+    call_list = pk_data["calls"]
+    checks = [
+        _check("package vs upstream eager (deterministic outputs)", AOT_RTOL, pk_arrays["aot"], up_arrays["eager"],
+               call_list, "point"),
+        _check("package vs upstream eager (sampled paths, same seed)", AOT_RTOL, pk_arrays["aot"],
+               up_arrays["eager"], call_list, "samples"),
+    ]
+    fidelity = [c for c in checks if c is not None]
+    aot_pass = pk_data["passes"]["aot"]
+    counters = pk_data.get("aot_counters", {})
+    failures: list[str] = []
+    for e in aot_pass["errors"][:3]:
+        failures.append(f"package call {e['call']} raised {e['error']}")
+    if len(aot_pass["errors"]) > 3:
+        failures.append(f"... and {len(aot_pass['errors']) - 3} more package call error(s) (see call_errors)")
+    for e in up_data["passes"]["eager"]["errors"]:
+        failures.append(f"upstream eager call {e['call']} raised {e['error']} (the profile must be valid input)")
+    if counters.get("graphs") or counters.get("frames_ok"):
+        failures.append(f"the package's process compiled {counters.get('graphs')} graph(s): it must run without "
+                        "Dynamo")
+    failures += [fidelity_failure(c) for c in fidelity if not c.ok]
+    if not fidelity:
+        failures.append("no output to compare: the harness returned neither point forecasts nor samples")
+    up_times = [t for t in up_data["passes"]["eager"]["times_s"] if t == t]
+    pk_times = [t for t in aot_pass["times_s"] if t == t]
+    latency = {"upstream_eager": percentiles(up_times), "package": percentiles(pk_times)}
+    if latency["package"]["calls"] and latency["upstream_eager"]["calls"]:
+        latency["speedup_p50_vs_upstream_eager"] = latency["upstream_eager"]["p50_s"] / latency["package"]["p50_s"]
+    report = AOTReport(
+        model=ps.model, package=str(package), torch_version=pk_data["torch_version"],
+        upstream_version=record["upstream"]["version"], patch_hash=record["patch_hash"], size=size,
+        parameters=int(pk_data["parameters"]), device=device, programs=record["programs"], calls=call_list,
+        load_s=float(aot_pass["load_s"]), latency=latency, dynamo=counters, call_errors=aot_pass["errors"],
+        fidelity=fidelity, ok=not failures, failures=failures,
+    )
+    return report, {"upstream": up_log, "package": pk_log}
+
+
+def render(r: AOTReport) -> str:
+    lines = [f"{r.model} {r.upstream_version[:12]} | package {r.package} | patch set {r.patch_hash} | size {r.size} "
+             f"({r.parameters:,} parameters) | torch {r.torch_version} | device {r.device}"]
+    for name, prog in r.programs.items():
+        ranges = ", ".join(f"{k} {lo}..{hi}" for k, (lo, hi) in prog["ranges"].items())
+        fixed = ", ".join(f"{k} = {v}" for k, v in prog["static"].items())
+        lines.append(f"  program {name}: {ranges}{'; ' + fixed if fixed else ''}")
+    lines.append(f"{len(r.calls)} calls through the upstream entry point; package loaded in {r.load_s:.2f} s; "
+                 f"Dynamo graphs in the package's process: {r.dynamo.get('graphs', 0)}")
+    up, pk = r.latency["upstream_eager"], r.latency["package"]
+    if pk["calls"]:
+        lines.append(f"latency p50: package {pk['p50_s'] * 1e3:.1f} ms, upstream eager {up['p50_s'] * 1e3:.1f} ms")
+    for c in r.fidelity:
+        lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.what}: worst {c.worst_rel:.2g} (bound {c.bound:g}) over "
+                     f"{c.calls} calls")
+    lines.append("")
+    lines.append("OK" if r.ok else "FAILED:\n" + "\n".join(f"  - {f}" for f in r.failures))
+    return "\n".join(lines)
