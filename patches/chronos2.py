@@ -184,7 +184,7 @@ class Chronos2Harness(Harness):
         return export_config(self.net)
 
     def serve_aot(self, package):
-        return self._serve_pipeline(package.pipeline())
+        return self._serve_pipeline(package.entry_point())
 
     def _serve_pipeline(self, pipeline):
         import torch

@@ -108,6 +108,7 @@ PATCHSET = PatchSet(
         ),
     ),
     harness="patchkit.patches.kronos:KronosHarness",
+    aot_runtime="patchkit.patches.kronos_aot:predictor",
     provides=("model",),
     # upstream has no packaging and imports itself as the bare name `model`: ship it as `kronos`
     package=Package(dist="kronos-patched", summary="Kronos foundation model for financial candlesticks",
@@ -286,15 +287,33 @@ class KronosHarness(Harness):
                              single_pass_horizon=10, samples=(1, 5), token_budget=512)
 
     def serve(self, compile_fn: CompileFn):
-        import pandas as pd
-        import torch
         from model.kronos import KronosPredictor
 
         tokenizer, model = self._build(eager)
         model.decode_s1 = compile_fn(model.decode_s1, name="decode_s1")
         model.decode_s2 = compile_fn(model.decode_s2, name="decode_s2")
         _compile_cached_steps(model, compile_fn, named=True)
-        predictor = KronosPredictor(model, tokenizer, device=self.device, max_context=self.traffic_ranges().max_context)
+        return self._serve_predictor(
+            KronosPredictor(model, tokenizer, device=self.device, max_context=self.traffic_ranges().max_context))
+
+    # -- ahead of time: the decode cache's growing-window steps (patches/kronos_aot.py) ---------------
+    def export_programs(self):
+        from .kronos_aot import programs
+
+        return programs(self._build(eager)[1], self.traffic_ranges().max_context)
+
+    def export_config(self) -> dict[str, Any]:
+        from .kronos_aot import export_config
+
+        return export_config(self._build(eager)[1], self.traffic_ranges().max_context)
+
+    def serve_aot(self, package):
+        tokenizer, model = self._build(eager)
+        return self._serve_predictor(package.entry_point(model, tokenizer, device=self.device))
+
+    def _serve_predictor(self, predictor):
+        import pandas as pd
+        import torch
 
         def handle(call, data_seed: int) -> CallOutput:
             rng = np.random.default_rng(data_seed)

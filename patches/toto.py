@@ -134,6 +134,7 @@ PATCHSET = PatchSet(
         ),
     ),
     harness="patchkit.patches.toto:TotoHarness",
+    aot_runtime="patchkit.patches.toto_aot:forecaster",
     provides=("toto",),
     package=Package(dist="toto-ts", summary="Toto time-series foundation model (Datadog)", requirements="METADATA",
                     upstream_dist="toto-ts", exclude=("toto/test/",), probe="toto.inference.forecaster"),
@@ -233,10 +234,26 @@ class TotoHarness(Harness):
                              token_budget=2048, options={"sampled": (False, True)})
 
     def serve(self, compile_fn: CompileFn):
-        import torch
         from toto.inference.forecaster import TotoForecaster
 
-        forecaster = TotoForecaster(compile_fn(self.backbone, name="backbone"))
+        return self._serve_forecaster(TotoForecaster(compile_fn(self.backbone, name="backbone")))
+
+    # -- ahead of time: the backbone's prefill and decode steps (patches/toto_aot.py) ----------------
+    def export_programs(self):
+        from .toto_aot import programs
+
+        return programs(self.backbone)
+
+    def export_config(self) -> dict[str, Any]:
+        from .toto_aot import export_config
+
+        return export_config(self.backbone)
+
+    def serve_aot(self, package):
+        return self._serve_forecaster(package.entry_point())
+
+    def _serve_forecaster(self, forecaster):
+        import torch
 
         def handle(call, data_seed: int) -> CallOutput:
             rng = np.random.default_rng(data_seed)

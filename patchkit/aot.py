@@ -13,7 +13,7 @@ place: a finished package or nothing.
 ``load_package`` reads the record first (without loading any compiled code),
 refuses a package from another torch version or patch set (``PackageMismatch``,
 exit 2) or a damaged one (``CorruptPackage``, exit 2), then loads each program.
-The loaded package builds the upstream-style entry point (``.pipeline()``).
+The loaded package builds the upstream's entry point (``.entry_point()``).
 Running it involves no Dynamo: nothing is traced or compiled in that process.
 """
 
@@ -94,7 +94,8 @@ def export(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | No
         "model": ps.model,
         "upstream": {"version": lock["version"], **lock["source"]},  # package or repo, archive hash or commit
         "patch_hash": patch_hash(lock),
-        "weights_path": str(Path(weights).resolve()) if weights else None,
+        # kronos: MODEL_DIR,TOKENIZER_DIR; verify --aot rebuilds the reference from it
+        "weights_path": ",".join(str(Path(w).resolve()) for w in weights.split(",")) if weights else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +137,7 @@ def read_record(path: str | Path) -> dict[str, Any]:
             if not names:
                 raise CorruptPackage(f"{path}: not a patchkit package (no extra/{RECORD_NAME} in the archive)")
             record = json.loads(zf.read(names[0]))
-    except (zipfile.BadZipFile, OSError, json.JSONDecodeError, KeyError) as err:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as err:
         raise CorruptPackage(f"{path}: not a readable .pt2 package ({type(err).__name__}: {err})") from None
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
         raise CorruptPackage(f"{path}: package record format {record.get('format') if isinstance(record, dict) else '?'}"
@@ -171,23 +172,32 @@ def _installed_patch_hash(model: str) -> str | None:
 
 
 class LoadedPackage:
-    """A checked package with its programs loaded; ``pipeline()`` builds the upstream-style entry point."""
+    """A checked package with its programs loaded; ``entry_point()`` builds the upstream's entry point."""
 
     def __init__(self, path: Path, record: dict[str, Any], programs: dict[str, Any], load_s: float) -> None:
         self.path, self.record, self.programs, self.load_s = path, record, programs, load_s
+        #: calls per program, so a check can tell which programs a workload reached
+        self.calls: dict[str, int] = dict.fromkeys(programs, 0)
 
     @property
     def model(self) -> str:
         return self.record["model"]
 
     def program(self, name: str):
-        return self.programs[name]
+        compiled, calls = self.programs[name], self.calls
+
+        def run(*args):
+            calls[name] += 1
+            return compiled(*args)
+
+        return run
 
     def ranges(self) -> dict[str, Any]:
         return {name: p for name, p in self.record["programs"].items()}
 
-    def pipeline(self, *args, **kwargs):
-        """The upstream's own entry point (Chronos2Pipeline, ...) running this package."""
+    def entry_point(self, *args, **kwargs):
+        """The upstream's own entry point running this package: a ``Chronos2Pipeline`` (chronos2), a
+        ``TotoForecaster`` (toto)."""
         from . import patches
 
         spec = patches.get(self.model).aot_runtime

@@ -95,6 +95,32 @@ def verify_traffic(model: str, *, root: str | Path | None = None, size: str = "t
     return report, raw
 
 
+def cache_warm(model: str, *, root: str | Path | None = None, size: str = "tiny", weights: str | None = None,
+               device: str = "cpu", calls: int = 24, seed: int = 0, progress=lambda msg: None):
+    """``patchkit cache warm``: compile the traffic profile and save it as one portable cache artifact."""
+    from .compile_cache import warm
+
+    check_size_and_weights(model, size, weights)
+    return warm(workspace(root), patches.get(model), size=size, weights=weights, device=device, calls=calls,
+                seed=seed, progress=progress)
+
+
+def cache_info(*, root: str | Path | None = None):
+    """``patchkit cache info``: the saved artifacts, marked current when they match this torch and patch set."""
+    from .compile_cache import entries
+
+    return entries(workspace(root))
+
+
+def cache_clear(model: str | None = None) -> list[str]:
+    """``patchkit cache clear [MODEL]``: remove saved artifacts."""
+    from .compile_cache import clear
+
+    if model is not None:
+        patches.get(model)  # an unknown model is bad input, not an empty clear
+    return clear(model)
+
+
 def verify_aot(model: str, package: str | Path, *, root: str | Path | None = None, calls: int = 24, seed: int = 0,
                json_path: str | Path | None = None, progress=lambda msg: None):
     """``verify --aot PACKAGE``: an exported package against upstream eager through the users' entry point."""

@@ -244,6 +244,8 @@ class TrafficRow:
     steady_p50_s: float | None = None
     graphs: int | None = None
     errors: int = 0
+    #: inductor FX-graph / AOTAutograd cache hits and misses of the compiled pass
+    compile_cache: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,9 @@ class TrafficBench:
     break_even_cold_vs_patched_eager: int | None
     break_even_warm_vs_patched_eager: int | None
     note: str = ""
+    #: against upstream eager, for a new process with an empty inductor cache that loaded the cold run's
+    #: saved artifact (``patchkit cache warm``: torch.compiler.load_cache_artifacts)
+    break_even_artifact: int | None = None
 
 
 def break_even(eager: list[float], compiled: list[float], steady: list[float], limit: int = 10_000_000) -> int | None:
@@ -302,18 +307,27 @@ def bench_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size
     from .verify.traffic_report import _run
 
     cache = Path(tempfile.mkdtemp(prefix="patchkit-traffic-cache-"))
-    env = {"TORCHINDUCTOR_CACHE_DIR": str(cache), "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
-           "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
-    plan = [("upstream", Path(upstream_tree), "eager", "eager"), ("patched", Path(patched_tree), "eager", "eager"),
-            ("patched", Path(patched_tree), "compiled (cold cache)", "compiled,steady"),
-            ("patched", Path(patched_tree), "compiled (warm cache)", "compiled,steady")]
+    artifact = cache / "artifact.bin"
+
+    def env(name: str) -> dict[str, str]:
+        return {"TORCHINDUCTOR_CACHE_DIR": str(cache / name), "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+                "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
+
+    # (variant, tree, mode, passes, inductor cache folder, extra runner args)
+    plan = [("upstream", Path(upstream_tree), "eager", "eager", "none", ()),
+            ("patched", Path(patched_tree), "eager", "eager", "none", ()),
+            ("patched", Path(patched_tree), "compiled (cold cache)", "compiled,steady", "main",
+             ("--cache-save", str(artifact))),
+            ("patched", Path(patched_tree), "compiled (warm cache)", "compiled,steady", "main", ()),
+            ("patched", Path(patched_tree), "compiled (empty cache + saved artifact)", "compiled,steady", "empty",
+             ("--cache-load", str(artifact)))]
     rows: list[TrafficRow] = []
     try:
-        for i, (variant, tree, mode, passes) in enumerate(plan, 1):
+        for i, (variant, tree, mode, passes, folder, extra) in enumerate(plan, 1):
             progress(f"[traffic {i}/{len(plan)}] {variant} {mode}: {calls} calls")
             data, _, _ = _run(ps, tree.resolve(), variant, passes, size=size, calls=calls, seed=seed,
                               weights=weights, device=device, backend="inductor", mode=None, extra_logs=(),
-                              timeout=7200, extra_env=env)
+                              timeout=7200, extra_env=env(folder), extra_args=extra)
             first = data["passes"]["eager" if passes == "eager" else "compiled"]
             steady = data["passes"].get("steady")
             rows.append(TrafficRow(
@@ -322,11 +336,12 @@ def bench_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size
                 steady_p50_s=float(statistics.median(steady["times_s"])) if steady else None,
                 graphs=sum(data.get("unit_graphs", {}).values()) if steady else None,
                 errors=len(first["errors"]) + (len(steady["errors"]) if steady else 0),
+                compile_cache=data.get("compile_cache"),
             ))
             progress(f"      -> {rows[-1].total_s:.1f} s")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    up_eager, pa_eager, cold, warm = rows
+    up_eager, pa_eager, cold, warm, loaded = rows
 
     def be(ref: TrafficRow, row: TrafficRow) -> int | None:
         if row.errors or ref.errors:
@@ -334,7 +349,7 @@ def bench_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size
         return break_even(ref.per_call_s, row.per_call_s, row.steady_per_call_s or [])
 
     return TrafficBench(calls, seed, rows, be(up_eager, cold), be(up_eager, warm), be(pa_eager, cold),
-                        be(pa_eager, warm),
+                        be(pa_eager, warm), break_even_artifact=be(up_eager, loaded),
                         note="break-even: calls after which compiled has cost less in total than eager, the profile "
                              "repeating at steady compiled cost after its first pass")
 
@@ -347,7 +362,8 @@ def render_traffic(t: TrafficBench, markdown: bool = False) -> str:
     def fmt(n: int | None) -> str:
         return "never" if n is None else str(n)
 
-    tail = [f"break-even vs upstream eager: cold {fmt(t.break_even_cold)} calls, warm {fmt(t.break_even_warm)} calls; "
+    tail = [f"break-even vs upstream eager: cold {fmt(t.break_even_cold)} calls, warm {fmt(t.break_even_warm)} calls, "
+            f"saved artifact {fmt(t.break_even_artifact)} calls; "
             f"vs patched eager: cold {fmt(t.break_even_cold_vs_patched_eager)}, "
             f"warm {fmt(t.break_even_warm_vs_patched_eager)}", t.note]
     if markdown:

@@ -17,6 +17,11 @@ what forecasting services otherwise write by hand:
   application's own logs and metrics;
 * **strict mode**: after ``warmup`` calls, ``strict=True`` runs under
   ``torch.compiler.set_stance("fail_on_recompile")``, so a new recompile raises.
+
+Zero warm-up: ``load_package(path)`` loads a ``patchkit export`` package (no
+Dynamo, no compiling) and ``.entry_point()`` builds the upstream's own entry
+point over it; ``load_compile_cache(path)`` loads a ``patchkit cache warm``
+artifact before the first ``torch.compile`` call.
 """
 
 from __future__ import annotations
@@ -279,9 +284,20 @@ def compile(target: Callable[..., Any], *, strict: bool = False, warmup: int | N
 def load_package(path, *, patch_hash: str | None = None, model: str | None = None):
     """Load a ``patchkit export`` package: see ``patchkit.aot.load_package``.
 
-    ``load_package("chronos2.pt2").pipeline()`` is an upstream ``Chronos2Pipeline`` whose model runs the
+    ``load_package("chronos2.pt2").entry_point()`` is an upstream ``Chronos2Pipeline`` whose model runs the
     package's ahead-of-time programs.
     """
     from .aot import load_package as _load
 
     return _load(path, patch_hash=patch_hash, model=model)
+
+
+def load_compile_cache(path, *, patch_hash: str | None = None) -> dict:
+    """Load a ``patchkit cache warm`` artifact into this process before the first ``torch.compile`` call.
+
+    Refuses (``BadInput``) an artifact saved by another torch version, or from another patch set when
+    ``patch_hash`` is given.  Returns the artifact's record.
+    """
+    from .compile_cache import load
+
+    return load(path, patch_hash=patch_hash)

@@ -39,6 +39,19 @@ def toto_ws(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def kronos_ws(tmp_path_factory) -> Path:
+    """A workspace with Kronos vendored from a local Kronos-shaped git repository and patched (shared: do not
+    modify)."""
+    from .kronos_repo import make_kronos_repo
+
+    root = tmp_path_factory.mktemp("kronos-ws")
+    repo = make_kronos_repo(root / "repo")
+    api.vendor("kronos", repo.commits[-1], root=root, archive=str(repo.path))
+    api.apply("kronos", root=root)
+    return root
+
+
 @pytest.fixture
 def chronos_ws(chronos_vendored, tmp_path) -> Path:
     """A private copy of the vendored workspace, patched."""

@@ -82,7 +82,7 @@ def test_runtime_pipeline_names_the_range_and_refuses_unexported_arguments(expor
     from patchkit.runtime import load_package
 
     _, package = exported
-    pipeline = load_package(package).pipeline()
+    pipeline = load_package(package).entry_point()
     preds = pipeline.predict([torch.randn(40).cumsum(0)], prediction_length=5)
     assert preds[0].shape[-1] == 5 and torch.isfinite(preds[0]).all()
     with pytest.raises(ValueError, match=r"at least 17 steps \(2\.\.512 input patches of 16\)"):
@@ -145,3 +145,30 @@ def test_export_on_cuda_without_a_gpu_is_not_applicable(chronos_vendored, tmp_pa
     code, _, err = run_cli(capsys, "--root", str(chronos_vendored), "export", "chronos2", "--device", "cuda",
                            "--out", str(tmp_path / "x.pt2"))
     assert code == 3 and "not applicable" in err and not (tmp_path / "x.pt2").exists()
+
+
+def test_cache_warm_info_load_clear(exported, tmp_path, monkeypatch, capsys):
+    """A saved compile-cache artifact: keyed by torch and patch set, listed, loadable, refused when stale."""
+    from patchkit import compile_cache
+    from patchkit.runtime import load_compile_cache
+
+    ws, package = exported
+    monkeypatch.setenv("PATCHKIT_CACHE", str(tmp_path / "cache"))
+    code, out, err = run_cli(capsys, "--root", str(ws), "cache", "warm", "chronos2", "--calls", "3")
+    assert code == 0 and out.startswith("saved "), err
+    phash = aot.read_record(package)["patch_hash"]
+    code, out, _ = run_cli(capsys, "--root", str(ws), "cache", "info", "--json")
+    (entry,) = json.loads(out)
+    assert entry["model"] == "chronos2" and entry["patch_hash"] == phash and entry["current"] is True
+    assert entry["artifacts"].get("inductor", 0) >= 1 and Path(entry["path"]).stat().st_size == entry["bytes"]
+    assert load_compile_cache(entry["path"], patch_hash=phash)["calls"] == 3
+    with pytest.raises(compile_cache.CacheMismatch, match="saved from patch set"):
+        load_compile_cache(entry["path"], patch_hash="000000000000")
+    record = Path(entry["path"]).with_suffix(".json")
+    record.write_text(json.dumps({**json.loads(record.read_text()), "torch": "2.0.0"}))
+    with pytest.raises(compile_cache.CacheMismatch, match="saved by torch 2.0.0"):
+        load_compile_cache(entry["path"])
+    code, _, err = run_cli(capsys, "cache", "clear", "nosuchmodel")
+    assert code == 2 and Path(entry["path"]).exists()
+    code, out, _ = run_cli(capsys, "cache", "clear", "chronos2")
+    assert code == 0 and "removed 1 artifact" in out and not Path(entry["path"]).exists()

@@ -110,14 +110,19 @@ def test_bench_traffic_row_cold_then_warm_cache(tmp_path: Path, fixture_env):
     pa = traffic_fixture.write_tree(tmp_path / "pa", "patched")
     t = bench_traffic(traffic_fixture.PATCHSET, up, pa, calls=6)
     rows = {(r.variant, r.mode): r for r in t.rows}
+    loaded_mode = "compiled (empty cache + saved artifact)"
     assert set(rows) == {("upstream", "eager"), ("patched", "eager"), ("patched", "compiled (cold cache)"),
-                         ("patched", "compiled (warm cache)")}
+                         ("patched", "compiled (warm cache)"), ("patched", loaded_mode)}
     for r in t.rows:
         assert r.errors == 0 and len(r.per_call_s) == 6 and r.total_s > 0
     cold, warm = rows[("patched", "compiled (cold cache)")], rows[("patched", "compiled (warm cache)")]
-    assert cold.graphs == warm.graphs == 2 and len(cold.steady_per_call_s) == 6
+    loaded = rows[("patched", loaded_mode)]
+    assert cold.graphs == warm.graphs == loaded.graphs == 2 and len(cold.steady_per_call_s) == 6
+    # the cold run compiled everything; the new process with an empty inductor cache found it all in the artifact
+    assert cold.compile_cache["fxgraph_miss"] >= 2 and cold.compile_cache["fxgraph_hit"] == 0
+    assert loaded.compile_cache["fxgraph_hit"] >= 2 and loaded.compile_cache["fxgraph_miss"] == 0
     text = render_traffic(t)
-    assert "break-even vs upstream eager" in text and "compiled (warm cache)" in text
+    assert "break-even vs upstream eager" in text and "compiled (warm cache)" in text and "saved artifact" in text
 
 
 @pytest.mark.parametrize("args,code,words", [

@@ -16,7 +16,6 @@ import pytest
 from patchkit import api, patches
 from patchkit.verify.traffic_report import compare_eager, verify_traffic
 
-from .kronos_repo import make_kronos_repo
 
 
 def _trees(root: Path, model: str) -> tuple[Path, Path]:
@@ -43,15 +42,6 @@ def test_toto_forecast_mean_and_samples_patched_eager_equals_upstream(toto_ws: P
     assert {c.what.split("(")[1].split()[0] for c in checks} == {"deterministic", "sampled"}
     for c in checks:  # the static cache attends over the full buffer with a mask: equal to rounding
         assert c.ok and not c.nan_mismatch_calls and c.worst_rel <= patches.get("toto").traffic.eager_rtol, c
-
-
-@pytest.fixture(scope="module")
-def kronos_ws(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("kronos-traffic-ws")
-    repo = make_kronos_repo(root / "repo")
-    api.vendor("kronos", repo.commits[-1], root=root, archive=str(repo.path))
-    api.apply("kronos", root=root)
-    return root
 
 
 @pytest.mark.slow

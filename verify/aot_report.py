@@ -40,6 +40,7 @@ class AOTReport:
     programs: dict[str, Any]
     calls: list[dict]
     load_s: float
+    program_calls: dict[str, int]
     latency: dict[str, Any]
     dynamo: dict[str, Any]
     call_errors: list[dict]
@@ -83,6 +84,11 @@ def verify_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: P
         failures.append(f"... and {len(aot_pass['errors']) - 3} more package call error(s) (see call_errors)")
     for e in up_data["passes"]["eager"]["errors"]:
         failures.append(f"upstream eager call {e['call']} raised {e['error']} (the profile must be valid input)")
+    program_calls = aot_pass.get("program_calls", {})
+    unreached = sorted(name for name, n in program_calls.items() if not n)
+    if unreached:
+        failures.append(f"the profile never ran program(s) {', '.join(unreached)}: their outputs are unchecked "
+                        "(more --calls, or a profile that reaches them)")
     if counters.get("graphs") or counters.get("frames_ok"):
         failures.append(f"the package's process compiled {counters.get('graphs')} graph(s): it must run without "
                         "Dynamo")
@@ -98,7 +104,7 @@ def verify_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: P
         model=ps.model, package=str(package), torch_version=pk_data["torch_version"],
         upstream_version=record["upstream"]["version"], patch_hash=record["patch_hash"], size=size,
         parameters=int(pk_data["parameters"]), device=device, programs=record["programs"], calls=call_list,
-        load_s=float(aot_pass["load_s"]), latency=latency, dynamo=counters, call_errors=aot_pass["errors"],
+        load_s=float(aot_pass["load_s"]), program_calls=program_calls, latency=latency, dynamo=counters, call_errors=aot_pass["errors"],
         fidelity=fidelity, ok=not failures, failures=failures,
     )
     return report, {"upstream": up_log, "package": pk_log}
@@ -113,6 +119,7 @@ def render(r: AOTReport) -> str:
         lines.append(f"  program {name}: {ranges}{'; ' + fixed if fixed else ''}")
     lines.append(f"{len(r.calls)} calls through the upstream entry point; package loaded in {r.load_s:.2f} s; "
                  f"Dynamo graphs in the package's process: {r.dynamo.get('graphs', 0)}")
+    lines.append("program calls: " + ", ".join(f"{k} {v}" for k, v in r.program_calls.items()))
     up, pk = r.latency["upstream_eager"], r.latency["package"]
     if pk["calls"]:
         lines.append(f"latency p50: package {pk['p50_s'] * 1e3:.1f} ms, upstream eager {up['p50_s'] * 1e3:.1f} ms")

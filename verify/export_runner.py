@@ -12,6 +12,7 @@ then rewrites RECORD.json with the timings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -44,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, dict[str, float]] = {}
     for prog in programs:
         t0 = time.perf_counter()
-        with torch.no_grad():
-            ep = torch.export.export(prog.module, prog.args, dynamic_shapes=prog.dynamic_shapes)
+        with torch.no_grad(), (prog.context() if prog.context else contextlib.nullcontext()):
+            ep = torch.export.export(prog.module, prog.args, dynamic_shapes=prog.dynamic_shapes, strict=prog.strict)
         t1 = time.perf_counter()
         ex_args, ex_kwargs = ep.example_inputs
         files[prog.name] = aot_compile(ep.module(), ex_args, ex_kwargs or {}, options={

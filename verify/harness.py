@@ -115,6 +115,10 @@ class ExportProgram:
     dynamic_shapes: Any
     ranges: dict[str, list[int]]
     static: dict[str, int]
+    #: trace with Dynamo (``strict=True``): turns upstream's ``assert tensor`` into runtime asserts
+    strict: bool = False
+    #: a context-manager factory entered around the export (e.g. distribution argument validation off)
+    context: Any = None
 
 
 class Harness(ABC):

@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", default="inductor", help="backend of the compiled pass")
     ap.add_argument("--mode", default=None, help="inductor mode of the compiled pass (e.g. reduce-overhead)")
+    ap.add_argument("--cache-save", help="compiled pass: save what it compiled (torch.compiler.save_cache_artifacts)")
+    ap.add_argument("--cache-load", help="compiled pass: load a saved cache artifact before compiling")
     ap.add_argument("--package", help="aot pass: the patchkit export package to run")
     ap.add_argument("--patch-hash", help="aot pass: the patch set the package must come from")
     args = ap.parse_args(argv)
@@ -130,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     if "compiled" in passes or "steady" in passes:
         _phase("traffic-compiled")
         reset()
+        if args.cache_load:
+            info = torch.compiler.load_cache_artifacts(Path(args.cache_load).read_bytes())
+            result["cache_loaded"] = {k: len(v) for k, v in (info.artifacts if info else {}).items()}
         compiler = Compiler(args.backend, mode=args.mode)
         handle = harness.serve(compiler)
         t0 = time.perf_counter()
@@ -138,6 +143,17 @@ def main(argv: list[str] | None = None) -> int:
         result["passes"]["compiled"] = {"times_s": times, "errors": errs, "wall_s": time.perf_counter() - t0}
         result["counters"] = dynamo_counts()
         result["unit_graphs"] = dict(compiler.graphs)
+        from torch._dynamo.utils import counters
+
+        result["compile_cache"] = {"fxgraph_hit": int(counters["inductor"]["fxgraph_cache_hit"]),
+                                   "fxgraph_miss": int(counters["inductor"]["fxgraph_cache_miss"]),
+                                   "autograd_hit": int(counters["aot_autograd"]["autograd_cache_hit"]),
+                                   "autograd_miss": int(counters["aot_autograd"]["autograd_cache_miss"])}
+        if args.cache_save:
+            saved = torch.compiler.save_cache_artifacts()
+            if saved is not None:
+                Path(args.cache_save).write_bytes(saved[0])
+                result["cache_artifacts"] = {k: len(v) for k, v in saved[1].artifacts.items()}
         if "steady" in passes:
             _phase("traffic-steady")
             with torch.compiler.set_stance("fail_on_recompile"):
@@ -156,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         times, arrays, errs = run_pass(handle, calls, seed=args.seed, device=args.device)
         np.savez_compressed(outdir / "aot.npz", **arrays)
         result["passes"]["aot"] = {"times_s": times, "errors": errs, "wall_s": time.perf_counter() - t0,
-                                   "load_s": package.load_s}
+                                   "load_s": package.load_s, "program_calls": dict(package.calls)}
         result["aot_counters"] = dynamo_counts()
         result["aot_record"] = package.record
     _phase("done")
