@@ -111,6 +111,9 @@ def warm(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | None
         os.close(fd)
         try:
             shutil.copyfile(saved, part)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(part, 0o666 & ~umask)  # mkstemp made it private
             os.replace(part, dest)
         finally:
             Path(part).unlink(missing_ok=True)

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             ep = torch.export.export(prog.module, prog.args, dynamic_shapes=prog.dynamic_shapes, strict=prog.strict)
         t1 = time.perf_counter()
         ex_args, ex_kwargs = ep.example_inputs
+        # each program carries its own copy of the weights: with the weights stored once outside the compiled code
+        # ("package_constants_in_so": False), torch 2.13's loader crashed (SIGSEGV) on the real-size Chronos-2
         files[prog.name] = aot_compile(ep.module(), ex_args, ex_kwargs or {}, options={
             "aot_inductor.package": True, "aot_inductor.model_name_for_generated_files": prog.name})
         timings[prog.name] = {"export_s": round(t1 - t0, 3), "compile_s": round(time.perf_counter() - t1, 3)}
