@@ -222,40 +222,13 @@ def load_package(path: str | Path, *, patch_hash: str | None = None, model: str 
     if patch_hash is None and record.get("model"):
         patch_hash = _installed_patch_hash(record["model"])
     check_record(record, path, patch_hash=patch_hash, model=model)
-    try:
-        programs, weights = _load_programs(path, list(record.get("programs", {})))
+    from torch._inductor.package import load_package as _load
+
+    try:  # each program carries its weights (stored once outside the code, torch 2.13's loader crashed at size)
+        programs = {name: _load(str(path), model_name=name) for name in record.get("programs", {})}
     except Exception as err:  # noqa: BLE001 - whatever the loader raises, the archive is unusable
         raise CorruptPackage(f"{path}: its programs do not load ({type(err).__name__}: "
                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
     if not programs:
         raise CorruptPackage(f"{path}: the package record names no programs")
-    package = LoadedPackage(path, record, programs, time.perf_counter() - t0)
-    package._weights = weights  # the programs hold raw pointers into these: they live as long as the package
-    return package
-
-
-def _load_programs(path: Path, names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load each program, then the archive's weights once and hand every program views of the same tensors.
-
-    ``patchkit export`` stores the weights outside the compiled code (deduplicated across programs).
-    They are loaded as user-managed constants, so the caller must keep them alive: they are returned.
-    """
-    import io
-
-    import torch
-    from torch._inductor.package import load_package as _load
-    from torch.export.pt2_archive._package import PT2ArchiveReader
-    from torch.export.pt2_archive.constants import AOTINDUCTOR_DIR, WEIGHTS_DIR
-
-    programs = {name: _load(str(path), model_name=name) for name in names}
-    with PT2ArchiveReader(str(path)) as reader:
-        files = reader.get_file_names()
-        stored = {f[len(WEIGHTS_DIR):]: torch.load(io.BytesIO(reader.read_bytes(f)))
-                  for f in files if f.startswith(WEIGHTS_DIR)}
-        maps = {name: json.loads(reader.read_string(f"{AOTINDUCTOR_DIR}{name}/weights_config.json"))
-                for name in names if f"{AOTINDUCTOR_DIR}{name}/weights_config.json" in files}
-    for name, weight_map in maps.items():
-        views = {w: stored[file].as_strided(shape, stride, offset)
-                 for w, (file, shape, stride, offset) in weight_map.items()}
-        programs[name].load_constants(views, check_full_update=True, user_managed=True)
-    return programs, stored
+    return LoadedPackage(path, record, programs, time.perf_counter() - t0)
