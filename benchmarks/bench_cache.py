@@ -29,6 +29,7 @@ def main() -> int:
     import torch
 
     from patchkit import api, patches
+    from patchkit.compile_cache import inductor_cache_env
     from patchkit.verify.traffic_report import _run
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -50,8 +51,7 @@ def main() -> int:
         for label, extra in (("cold (empty inductor cache)", ()),
                              ("saved artifact (empty inductor cache + load_cache_artifacts)",
                               ("--cache-load", entry.path))):
-            env = {"TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / f"inductor-{len(rows)}"),
-                   "TORCHINDUCTOR_FX_GRAPH_CACHE": "1", "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
+            env = inductor_cache_env(Path(tmp) / f"inductor-{len(rows)}")
             data, _, _ = _run(ps, ws.patched(args.model).resolve(), "patched", "compiled", size=args.size,
                               calls=args.calls, seed=args.seed, weights=args.weights, device="cpu",
                               backend="inductor", mode=None, extra_logs=(), timeout=4 * 3600, extra_env=env,

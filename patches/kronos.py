@@ -18,8 +18,8 @@ token per step until it reaches ``max_context``.  Compiled as they are:
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-
 from typing import Any
 
 import numpy as np
@@ -297,15 +297,20 @@ class KronosHarness(Harness):
             KronosPredictor(model, tokenizer, device=self.device, max_context=self.traffic_ranges().max_context))
 
     # -- ahead of time: the decode cache's growing-window steps (patches/kronos_aot.py) ---------------
+    @functools.cached_property
+    def _export_model(self):
+        """The eager model the export traces and fingerprints: built once for both."""
+        return self._build(eager)[1]
+
     def export_programs(self):
         from .kronos_aot import programs
 
-        return programs(self._build(eager)[1], self.traffic_ranges().max_context)
+        return programs(self._export_model, self.traffic_ranges().max_context)
 
     def export_config(self) -> dict[str, Any]:
         from .kronos_aot import export_config
 
-        return export_config(self._build(eager)[1], self.traffic_ranges().max_context)
+        return export_config(self._export_model, self.traffic_ranges().max_context)
 
     def serve_aot(self, package):
         tokenizer, model = self._build(eager)

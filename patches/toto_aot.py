@@ -57,9 +57,8 @@ def _geometry(backbone: torch.nn.Module) -> dict[str, Any]:
 class StepUnit(torch.nn.Module):
     """``TotoBackbone.forward`` with a KV cache whose buffers are inputs: one phase (prefill or decode)."""
 
-    def __init__(self, backbone: torch.nn.Module, empty: bool) -> None:
+    def __init__(self, backbone: torch.nn.Module, empty: bool, geo: dict[str, Any]) -> None:
         super().__init__()
-        geo = _geometry(backbone)
         self.backbone, self.empty, self.geo = backbone, empty, geo
         self.register_buffer("layer_map", torch.tensor(geo["layer_cache_map"], dtype=torch.int), persistent=False)
 
@@ -129,7 +128,7 @@ def programs(backbone: torch.nn.Module) -> list[ExportProgram]:
         ranges = {"batch": [1, MAX_BATCH], "variates": [1, 1] if one else [2, MAX_VARIATES],
                   "history_patches": [2, max_n], "cache_patches": [2, 2 * max_n],
                   "scaling_prefix": [stride, stride * max_n]}
-        out.append(ExportProgram(name, StepUnit(backbone, empty=name.startswith("prefill")).eval(), args, shapes,
+        out.append(ExportProgram(name, StepUnit(backbone, name.startswith("prefill"), geo).eval(), args, shapes,
                                  ranges, {"variates": 1} if one else {}, strict=True,
                                  context=_no_distribution_validation))
     return out

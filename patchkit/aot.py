@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput, EnvironmentProblem, NotVendored, PatchkitError
+from .errors import BadInput, EnvironmentProblem, PatchkitError
 from .patchset import PatchSet
-from .workspace import Workspace
+from .workspace import Workspace, publish
 
 RECORD_FORMAT = 1
 RECORD_NAME = "patchkit.json"  # inside the archive's extra/ folder (see verify/export_runner.py)
@@ -70,7 +70,7 @@ def default_out(ws: Workspace, model: str, size: str, device: str) -> Path:
 
 def export(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | None = None, device: str = "cpu",
            out: str | Path | None = None, timeout: int = 7200, progress=lambda msg: None) -> ExportResult:
-    from .apply import apply as _apply
+    from .apply import require_applied
     from .distribute import patch_hash
 
     if ps.aot_runtime is None:
@@ -86,9 +86,7 @@ def export(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | No
         if not torch.cuda.is_available():
             raise EnvironmentProblem(f"--device {device}: not applicable on this machine (torch sees no CUDA "
                                      "device); nothing was exported")
-    if not _apply(ws, ps, check=True).up_to_date:
-        raise NotVendored(f"vendor/{ps.model} is missing or out of date; run `patchkit apply {ps.model}` first")
-    lock = ws.read_lock(ps.model)
+    lock = require_applied(ws, ps)
     record = {
         "format": RECORD_FORMAT,
         "model": ps.model,
@@ -120,10 +118,7 @@ def export(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | No
                 raise ExportFailed(f"export of the patched {ps.model} failed (exit {proc.returncode}):\n{tail}")
             record = json.loads(rec_file.read_text())
         read_record(tmp)  # what was written reads back
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private; a package is an ordinary file
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return ExportResult(ps.model, str(path), path.stat().st_size, round(time.perf_counter() - t0, 2), record)
@@ -195,12 +190,9 @@ class LoadedPackage:
 
         return run
 
-    def ranges(self) -> dict[str, Any]:
-        return {name: p for name, p in self.record["programs"].items()}
-
     def entry_point(self, *args, **kwargs):
         """The upstream's own entry point running this package: a ``Chronos2Pipeline`` (chronos2), a
-        ``TotoForecaster`` (toto)."""
+        ``TotoForecaster`` (toto), a ``KronosPredictor`` over the caller's model and tokenizer (kronos)."""
         from . import patches
 
         spec = patches.get(self.model).aot_runtime

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from . import patches
-from .apply import ApplyResult, apply as _apply
-from .errors import BadInput, NotVendored
+from .apply import ApplyResult, apply as _apply, require_applied
+from .errors import BadInput
 from .patchset import PatchSet
 from .vendoring import VendorResult, vendor as _vendor
 from .verify.report import VerifyReport, verify_trees
@@ -34,9 +34,7 @@ def apply(model: str, *, root: str | Path | None = None, check: bool = False, di
 
 def _require_applied(ws: Workspace, ps: PatchSet) -> str:
     """The vendored version, once the pristine tree matches its lock and vendor/MODEL is what apply makes."""
-    if not _apply(ws, ps, check=True).up_to_date:
-        raise NotVendored(f"vendor/{ps.model} is missing or out of date; run `patchkit apply {ps.model}` first")
-    return ws.read_lock(ps.model)["version"]
+    return require_applied(ws, ps)["version"]
 
 
 def check_size_and_weights(model: str, size: str, weights: str | None) -> None:

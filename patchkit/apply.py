@@ -11,7 +11,7 @@ from typing import Literal
 import libcst as cst
 
 from .codemods import REGISTRY, CodemodOptionError, Site, run_codemod
-from .errors import BadInput, PatchkitError, UpstreamDrift
+from .errors import BadInput, NotVendored, PatchkitError, UpstreamDrift
 from .patchset import PatchSet, Step
 from .workspace import Workspace, check_tree_against, read_tree, recover, sha256_bytes, write_tree
 
@@ -173,6 +173,13 @@ def _run_step(step: Step, files: dict[str, bytes], pristine: dict[str, bytes] | 
         where = ", ".join(targets) if targets else f"no file matches {', '.join(missing)}"
         message = f"looked for {cls.LOOKS_FOR} in {where}; found none"
     return StepReport(step.codemod, tuple(step.files), step.expect, status, tuple(outcomes), cls.LOOKS_FOR, message)
+
+
+def require_applied(ws: Workspace, ps: PatchSet) -> dict:
+    """The lock, once the pristine tree matches it and vendor/MODEL is what apply makes (else ``NotVendored``)."""
+    if not apply(ws, ps, check=True).up_to_date:
+        raise NotVendored(f"vendor/{ps.model} is missing or out of date; run `patchkit apply {ps.model}` first")
+    return ws.read_lock(ps.model)
 
 
 def drift_error(model: str, version: str, drifted: tuple[StepReport, ...]) -> UpstreamDrift:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .compile_cache import inductor_cache_env
 from .errors import BadInput, PatchkitError
 from .patchset import PatchSet
 from .verify import logs as logparse
@@ -69,8 +70,7 @@ def _run_row(model: str, tree: Path, variant: str, mode: str, dtype: str, *, bat
              cache_dir: Path, warm: bool = False, timeout: int = 3600, size: str = "tiny",
              weights: str | None = None) -> tuple[BenchRow, dict | None]:
     env = {**os.environ, "TORCH_LOGS": "graph_breaks,recompiles", "PYTHONUNBUFFERED": "1",
-           "TORCHINDUCTOR_CACHE_DIR": str(cache_dir), "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
-           "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
+           **inductor_cache_env(cache_dir)}
     with tempfile.TemporaryDirectory(prefix="patchkit-bench-") as tmp:
         out = Path(tmp) / "row.json"
         cmd = [sys.executable, "-m", "patchkit.bench_runner", model, str(tree), mode, dtype, str(out),
@@ -309,10 +309,6 @@ def bench_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size
     cache = Path(tempfile.mkdtemp(prefix="patchkit-traffic-cache-"))
     artifact = cache / "artifact.bin"
 
-    def env(name: str) -> dict[str, str]:
-        return {"TORCHINDUCTOR_CACHE_DIR": str(cache / name), "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
-                "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
-
     # (variant, tree, mode, passes, inductor cache folder, extra runner args)
     plan = [("upstream", Path(upstream_tree), "eager", "eager", "none", ()),
             ("patched", Path(patched_tree), "eager", "eager", "none", ()),
@@ -327,7 +323,8 @@ def bench_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size
             progress(f"[traffic {i}/{len(plan)}] {variant} {mode}: {calls} calls")
             data, _, _ = _run(ps, tree.resolve(), variant, passes, size=size, calls=calls, seed=seed,
                               weights=weights, device=device, backend="inductor", mode=None, extra_logs=(),
-                              timeout=7200, extra_env=env(folder), extra_args=extra)
+                              timeout=7200, extra_env=inductor_cache_env(cache / folder),
+                              extra_args=extra)
             first = data["passes"]["eager" if passes == "eager" else "compiled"]
             steady = data["passes"].get("steady")
             rows.append(TrafficRow(

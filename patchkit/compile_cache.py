@@ -2,13 +2,14 @@
 
 ``warm`` runs the patched model's traffic profile compiled with inductor in a
 subprocess whose inductor cache starts empty, then saves what that run compiled
-(inductor's FX-graph cache, AOTAutograd's cache and Dynamo's automatic-dynamic
-profile) as one portable artifact with ``torch.compiler.save_cache_artifacts``.
-A service calls ``patchkit.runtime.load_compile_cache(path)`` (which runs
+(inductor's FX-graph cache and AOTAutograd's cache) as one portable artifact
+with ``torch.compiler.save_cache_artifacts``.  A service calls
+``patchkit.runtime.load_compile_cache(path)`` (which runs
 ``torch.compiler.load_cache_artifacts``) before its first compiled call, so
-inductor finds every graph of the profile already compiled.  Dynamo still
-traces in the new process; what is skipped is inductor's code generation and
-C++ compilation, the bulk of a cold start.
+inductor finds every graph of the profile in its cache.  Dynamo still traces
+in the new process, and on a CPU the C++ kernels are compiled again: torch
+2.13's artifact carries inductor's generated code, not compiled C++ (on a GPU
+the Triton binaries ride in the FX-graph entries).
 
 An artifact is keyed by model, size, device, torch version and patch-set hash:
 ``$PATCHKIT_CACHE/compile/MODEL-SIZE-DEVICE-torchVERSION-PATCHHASH.bin``, with
@@ -20,22 +21,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput, NotVendored
+from .errors import BadInput
 from .patchset import PatchSet
-from .workspace import Workspace
+from .workspace import Workspace, atomic_write_bytes, atomic_write_text
 
 RECORD_FORMAT = 1
 
 
 class CacheMismatch(BadInput):
     """The artifact was saved by another torch version or from another patch set."""
+
+
+def inductor_cache_env(folder: str | Path) -> dict[str, str]:
+    """Environment for a subprocess whose inductor FX-graph and AOTAutograd caches live in ``folder``."""
+    return {"TORCHINDUCTOR_CACHE_DIR": str(folder), "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+            "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
 
 
 def cache_dir() -> Path:
@@ -79,22 +85,19 @@ def warm(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | None
     """Compile the traffic profile from an empty inductor cache and save what it compiled as one artifact."""
     import torch
 
-    from .apply import apply as _apply
+    from .apply import require_applied
     from .distribute import patch_hash
     from .verify.traffic_report import _run
 
     if ps.traffic is None:
         raise BadInput(f"{ps.model}: its patch set declares no traffic profile to warm the cache with")
-    if not _apply(ws, ps, check=True).up_to_date:
-        raise NotVendored(f"vendor/{ps.model} is missing or out of date; run `patchkit apply {ps.model}` first")
-    phash = patch_hash(ws.read_lock(ps.model))
+    phash = patch_hash(require_applied(ws, ps))
     dest = artifact_path(ps.model, size, device, torch.__version__, phash)
     dest.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="patchkit-warm-") as tmp:
         saved = Path(tmp) / "artifact.bin"
-        env = {"TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor"), "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
-               "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
+        env = inductor_cache_env(Path(tmp) / "inductor")
         progress(f"{ps.model} ({size}, {device}): {calls} traffic calls compiled from an empty inductor cache")
         data, _, _ = _run(ps, ws.patched(ps.model).resolve(), "patched", "compiled", size=size, calls=calls,
                           seed=seed, weights=weights, device=device, backend="inductor", mode=None, extra_logs=(),
@@ -107,17 +110,8 @@ def warm(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | None
         entry = CacheEntry(str(dest), ps.model, size, device, torch.__version__, phash, saved.stat().st_size,
                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), calls,
                            round(time.perf_counter() - t0, 2), data.get("cache_artifacts", {}))
-        fd, part = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".partial", dir=dest.parent)
-        os.close(fd)
-        try:
-            shutil.copyfile(saved, part)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(part, 0o666 & ~umask)  # mkstemp made it private
-            os.replace(part, dest)
-        finally:
-            Path(part).unlink(missing_ok=True)
-        _record_path(dest).write_text(json.dumps({"format": RECORD_FORMAT, **entry.to_json()}, indent=2) + "\n")
+        atomic_write_bytes(dest, saved.read_bytes())
+        atomic_write_text(_record_path(dest), json.dumps({"format": RECORD_FORMAT, **entry.to_json()}, indent=2) + "\n")
     return entry
 
 

@@ -319,13 +319,11 @@ def _setuptools_ok() -> bool:
 
 def build(ws: Workspace, ps: PatchSet, out_dir: Path, *, progress=lambda msg: None) -> BuildResult:
     """Build the wheel of ``vendor/<model>`` into ``out_dir`` (atomic: a finished wheel or nothing)."""
-    from .apply import apply as _apply
+    from .apply import require_applied
 
     if ps.package is None:
         raise BadInput(f"{ps.model}: its patch set declares no package; it cannot be built")
-    if not _apply(ws, ps, check=True).up_to_date:
-        raise NotVendored(f"vendor/{ps.model} is missing or out of date; run `patchkit apply {ps.model}` first")
-    lock = ws.read_lock(ps.model)
+    lock = require_applied(ws, ps)
     tree = read_tree(ws.patched(ps.model))
     pkg = ps.package
     version = wheel_version(lock)

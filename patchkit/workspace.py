@@ -53,16 +53,30 @@ def read_tree(root: Path) -> dict[str, bytes]:
     return {rel: p.read_bytes() for rel, p in tree_files(root).items()}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def publish(tmp: Path, dest: Path) -> None:
+    """Rename a finished temporary file (from ``mkstemp``, so private) into place with the mode an ordinary
+    new file gets under this process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, dest)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` or what it held before: written beside it, then renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        publish(Path(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_tree(dest: Path, files: dict[str, bytes]) -> None:
