@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from patchkit.aot import OutsideRange
 from patchkit.verify.harness import ExportProgram
 
 #: largest batch the programs accept (Chronos2Pipeline.predict batches 256 series by default)
@@ -144,15 +145,15 @@ class PackagedChronos2Model(torch.nn.Module):
             raise ValueError(f"future_covariates must be (batch, num_output_patches x {self.out_patch}) = "
                              f"{(batch, p * self.out_patch)}, got {tuple(future_covariates.shape)}")
         if not 1 <= batch <= MAX_BATCH:
-            raise ValueError(f"batch of {batch} series is outside the package's range 1..{MAX_BATCH}")
+            raise OutsideRange(f"batch of {batch} series is outside the package's range 1..{MAX_BATCH}")
         if not 1 <= p <= self.max_p:
-            raise ValueError(f"num_output_patches={p} is outside the package's range 1..{self.max_p}")
+            raise OutsideRange(f"num_output_patches={p} is outside the package's range 1..{self.max_p}")
         if length > self.max_n * self.in_patch:  # the model keeps the last context_length steps
             context = context[:, -self.max_n * self.in_patch:]
             length = context.shape[1]
         pad = -length % self.in_patch
         if (length + pad) // self.in_patch < 2:
-            raise ValueError(f"a context of {length} steps is outside the package's range: at least "
+            raise OutsideRange(f"a context of {length} steps is outside the package's range: at least "
                              f"{self.in_patch + 1} steps (2..{self.max_n} input patches of {self.in_patch})")
         if pad:  # the model's Patch left-pads with NaN (a masked step) to a whole patch: do it here
             context = torch.nn.functional.pad(context, (pad, 0), value=float("nan"))
@@ -167,3 +168,13 @@ def pipeline(package: Any):
     from chronos.chronos2.pipeline import Chronos2Pipeline
 
     return Chronos2Pipeline(model=PackagedChronos2Model(package))
+
+
+def first_forecast(package: Any) -> tuple[Any, dict[str, float]]:
+    """What a service does right after loading: 8 series of 500 steps, horizon 64, through ``predict``.
+
+    Returns (a zero-argument call that makes the forecast and returns its tensor, setup timings)."""
+    pipe = pipeline(package)
+    gen = torch.Generator().manual_seed(0)
+    series = [torch.randn(500, generator=gen).cumsum(0) for _ in range(8)]
+    return lambda: pipe.predict(series, prediction_length=64)[0], {}

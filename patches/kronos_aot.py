@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from patchkit.aot import OutsideRange
 from patchkit.verify.harness import ExportProgram
 
 MAX_BATCH = 4096  # predict_batch folds sample_count into the batch
@@ -119,7 +120,7 @@ class PackagedSteps:
             raise ValueError(f"the package's decode steps were exported for max_context={self.max_context}; this "
                              f"predictor runs max_context={cache.max_context}")
         if not 1 <= rows <= MAX_BATCH:
-            raise ValueError(f"{rows} rows (series x sample paths) is outside the package's range 1..{MAX_BATCH}")
+            raise OutsideRange(f"{rows} rows (series x sample paths) is outside the package's range 1..{MAX_BATCH}")
 
     def __call__(self, fn):
         s1, s2 = self.package.program("step_s1"), self.package.program("step_s2")
@@ -153,3 +154,38 @@ def predictor(package: Any, model: torch.nn.Module, tokenizer: torch.nn.Module, 
     model.patchkit_step_compiler = PackagedSteps(package)
     return KronosPredictor(model, tokenizer, device=device or package.record["device"],
                            max_context=package.record["config"]["max_context"], clip=clip)
+
+
+def first_forecast(package: Any) -> tuple[Any, dict[str, float]]:
+    """What a service does right after loading: build its model and tokenizer (the exported weights: the
+    record's checkpoint, else the harness's seeded ones), then ``KronosPredictor.predict`` on 400 bars,
+    24 steps, top-p 0.9, one path.
+
+    Returns (a zero-argument call that makes the forecast and returns its tensor, setup timings)."""
+    import importlib
+    import time
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from patchkit.patches.kronos import COLUMNS, KronosHarness, ohlcv_from_close
+
+    record = package.record
+    tree = Path(importlib.import_module("model.kronos").__file__).resolve().parents[1]
+    started = time.perf_counter()
+    harness = KronosHarness(tree, record.get("weights_path"), 0, "cpu", record["size"])
+    tokenizer, model = harness._build(lambda fn, **_: fn)
+    setup = {"user_model_build_s": time.perf_counter() - started}
+    pred = predictor(package, model, tokenizer)
+    hist, steps = 400, 24
+    close = 100.0 + np.cumsum(np.random.default_rng(0).normal(0.0, 1.0, hist))
+    df = pd.DataFrame(ohlcv_from_close(close, 0), columns=list(COLUMNS))
+    stamps = pd.Series(pd.date_range("2024-01-02 09:30", periods=hist + steps, freq="5min"))
+
+    def call() -> torch.Tensor:
+        out = pred.predict(df, stamps[:hist].reset_index(drop=True), stamps[hist:].reset_index(drop=True), steps,
+                           T=1.0, top_k=0, top_p=0.9, sample_count=1, verbose=False)
+        return torch.tensor(out[list(COLUMNS)].to_numpy())
+
+    return call, setup

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from patchkit.aot import OutsideRange
 from patchkit.verify.harness import ExportProgram
 
 MAX_BATCH = 4096  # TotoForecaster folds samples_per_batch into the batch
@@ -189,13 +190,13 @@ class PackagedTotoBackbone(torch.nn.Module):
             raise ValueError(f"inputs {tuple(inputs.shape)} do not match the cache's batch {kv_cache.batch} x "
                              f"{kv_cache.variates} variates")
         if not 1 <= batch <= MAX_BATCH or not 1 <= variates <= MAX_VARIATES:
-            raise ValueError(f"batch {batch} x {variates} variates is outside the package's range: batch "
+            raise OutsideRange(f"batch {batch} x {variates} variates is outside the package's range: batch "
                              f"1..{MAX_BATCH}, variates 1..{MAX_VARIATES}")
         if steps % stride or not 2 <= steps // stride <= max_n:
-            raise ValueError(f"a series of {steps} steps is outside the package's range: 2..{max_n} whole patches "
+            raise OutsideRange(f"a series of {steps} steps is outside the package's range: 2..{max_n} whole patches "
                              f"of {stride} steps (TotoForecaster pads to whole patches)")
         if not 2 <= kv_cache.capacity <= 2 * max_n or not stride <= scaling_prefix_length <= steps:
-            raise ValueError(f"cache of {kv_cache.capacity} patches or scaling prefix {scaling_prefix_length} is "
+            raise OutsideRange(f"cache of {kv_cache.capacity} patches or scaling prefix {scaling_prefix_length} is "
                              f"outside the package's range (cache 2..{2 * max_n} patches, prefix {stride}..{steps})")
         name = ("prefill" if kv_cache.empty else "decode") + ("_v1" if variates == 1 else "")
         probs, df, loc, scale, out_loc, out_scale = self.package.program(name)(
@@ -212,3 +213,18 @@ def forecaster(package: Any):
     from toto.inference.forecaster import TotoForecaster
 
     return TotoForecaster(PackagedTotoBackbone(package))
+
+
+def first_forecast(package: Any) -> tuple[Any, dict[str, float]]:
+    """What a service does right after loading: 1 series of 4 variates x 512 steps, horizon 128, the mean.
+
+    Returns (a zero-argument call that makes the forecast and returns its tensor, setup timings)."""
+    from toto.data.util.dataset import MaskedTimeseries
+
+    fc = forecaster(package)
+    x = torch.randn(1, 4, 512, generator=torch.Generator().manual_seed(0)).cumsum(-1)
+    inputs = MaskedTimeseries(series=x, padding_mask=torch.ones_like(x, dtype=torch.bool),
+                              id_mask=torch.zeros_like(x, dtype=torch.int),
+                              timestamp_seconds=torch.zeros_like(x, dtype=torch.int),
+                              time_interval_seconds=torch.full((1, 4), 60, dtype=torch.int))
+    return lambda: fc.forecast(inputs, prediction_length=128, num_samples=None, use_kv_cache=True).mean, {}

@@ -46,6 +46,13 @@ class CorruptPackage(BadInput):
     """Not a readable patchkit ``.pt2`` package."""
 
 
+class OutsideRange(ValueError):
+    """A call whose shape is outside the package's exported ranges; the message names the range.
+
+    Raised by the runtimes before any program runs (never a crash in compiled code); ``verify --aot``
+    counts these calls as refused, apart from errors."""
+
+
 class ExportFailed(PatchkitError):
     """``torch.export`` or AOTInductor failed on the patched model: the patch set needs work (exit 1)."""
 

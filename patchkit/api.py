@@ -160,6 +160,23 @@ def bench(model: str, *, root: str | Path | None = None, modes: tuple[str, ...] 
     return rep
 
 
+def bench_aot(model: str, package: str | Path, *, root: str | Path | None = None, traffic: bool = False,
+              calls: int = 24, seed: int = 0, progress=lambda msg: None):
+    """``bench --aot PACKAGE``: load time and first forecast in a fresh process; with ``traffic``, the profile's
+    latency for upstream eager, the package and patched ``torch.compile``."""
+    from .aot import check_record, read_record
+    from .bench import bench_aot as _bench_aot
+    from .distribute import patch_hash
+
+    ws = workspace(root)
+    ps = patches.get(model)
+    _require_applied(ws, ps)
+    phash = patch_hash(ws.read_lock(model))
+    check_record(read_record(package), Path(package), patch_hash=phash, model=model)
+    return _bench_aot(ps, ws.pristine(model), ws.patched(model), Path(package), patch_hash=phash, traffic=traffic,
+                      calls=calls, seed=seed, progress=progress)
+
+
 def export(model: str, *, root: str | Path | None = None, size: str = "tiny", weights: str | None = None,
            device: str = "cpu", out: str | Path | None = None, json_path: str | Path | None = None,
            progress=lambda msg: None):

@@ -369,3 +369,123 @@ def render_traffic(t: TrafficBench, markdown: bool = False) -> str:
         return "\n".join(out + [""] + tail) + "\n"
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     return "\n".join(["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *rows]] + tail) + "\n"
+
+
+# -- ahead-of-time package: what a restarted service pays, and the steady latency it then gets ----------
+@dataclass(frozen=True)
+class AotRow:
+    name: str  # upstream eager | package (aot) | patched compiled, cold pass | patched compiled, steady pass
+    total_s: float
+    p50_s: float
+    p95_s: float
+    calls: int
+    errors: int = 0
+    graphs: int | None = None
+    #: package calls refused as outside its exported ranges (patchkit.aot.OutsideRange); not timed
+    refused: int = 0
+
+
+@dataclass(frozen=True)
+class AotBench:
+    model: str
+    size: str
+    parameters: int | None
+    device: str
+    torch_version: str
+    date: str
+    package: str
+    package_mb: float
+    #: seconds per program: torch.export + AOTInductor compile, from the package record
+    export_s: dict[str, float]
+    #: the fresh process (``verify/aot_load_runner.py``): load_s, start_to_loaded_s, first_forecast_s,
+    #: start_to_first_forecast_s, setup, graphs, finite, program_calls
+    fresh: dict[str, Any]
+    calls: int = 0
+    seed: int = 0
+    rows: list[AotRow] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bench_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: Path, *, patch_hash: str,
+              traffic: bool = False, calls: int = 24, seed: int = 0,
+              progress: Callable[[str], None] = lambda msg: None) -> AotBench:
+    """An exported package: load and first forecast in a fresh process, then (``traffic``) the traffic profile
+    through the upstream's entry point for upstream eager, the package, and the patched tree under
+    ``torch.compile`` (cold pass, compiles included, then a steady pass on new data), each in its own process.
+
+    The size, weights and device are the package's (its record)."""
+    from .aot import read_record
+    from .verify.traffic import percentiles
+    from .verify.traffic_report import _run
+
+    package = Path(package).resolve()
+    record = read_record(package)
+    size, device, weights = record["size"], record["device"], record.get("weights_path")
+    progress(f"[aot] fresh process: load {package.name}, first forecast")
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-m", "patchkit.verify.aot_load_runner", ps.model, str(patched_tree),
+                           str(package), repr(started), patch_hash], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise PatchkitError(f"{ps.model}: the package did not load and forecast in a fresh process: {tail}")
+    fresh = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows: list[AotRow] = []
+    if traffic:
+        common = dict(size=size, calls=calls, seed=seed, weights=weights, device=device, mode=None, extra_logs=(),
+                      timeout=4 * 3600)
+
+        from .verify.aot_report import REFUSED
+
+        def row(name: str, p: dict, graphs: int | None = None) -> AotRow:
+            pc = percentiles([t for t in p["times_s"] if t == t])
+            refused = sum(e["error"].startswith(f"{REFUSED}:") for e in p["errors"])
+            return AotRow(name, pc["total_s"], pc["p50_s"], pc["p95_s"], pc["calls"], len(p["errors"]) - refused,
+                          graphs, refused)
+
+        progress(f"[aot traffic 1/3] upstream eager: {calls} calls")
+        up, _, _ = _run(ps, Path(upstream_tree), "upstream", "eager", backend="eager", **common)
+        rows.append(row("upstream eager", up["passes"]["eager"]))
+        progress(f"[aot traffic 2/3] package (aot): {calls} calls")
+        pk, _, _ = _run(ps, Path(patched_tree), "package", "aot", backend="eager", **common,
+                        extra_args=("--package", str(package), "--patch-hash", patch_hash))
+        rows.append(row("package (aot)", pk["passes"]["aot"], pk.get("aot_counters", {}).get("graphs")))
+        progress(f"[aot traffic 3/3] patched torch.compile: {calls} calls, then a steady pass")
+        co, _, _ = _run(ps, Path(patched_tree), "patched", "compiled,steady", backend="inductor", **common,
+                        extra_env=inductor_cache_env(Path(tempfile.mkdtemp(prefix="patchkit-aot-bench-"))))
+        graphs = sum(co.get("unit_graphs", {}).values())
+        rows.append(row("patched compiled, cold pass", co["passes"]["compiled"], graphs))
+        rows.append(row("patched compiled, steady pass", co["passes"]["steady"], graphs))
+    return AotBench(ps.model, size, record.get("parameters"), device, record["torch"],
+                    _dt.date.today().isoformat(), str(package), package.stat().st_size / 1e6,
+                    {n: t["export_s"] + t["compile_s"] for n, t in record.get("timings", {}).items()}, fresh,
+                    calls if traffic else 0, seed, rows)
+
+
+def render_aot(b: AotBench, markdown: bool = False) -> str:
+    f = b.fresh
+    head = (f"{b.model} size {b.size} ({b.parameters:,} parameters), torch {b.torch_version}, {b.device}, {b.date}; "
+            f"package {b.package_mb:.0f} MB, exported in "
+            + ", ".join(f"{n} {s:.0f} s" for n, s in b.export_s.items()))
+    setup = "".join(f", {k.removesuffix('_s').replace('_', ' ')} {v:.2f} s" for k, v in f.get("setup", {}).items())
+    fresh = [["aot-load", f"{f['load_s']:.2f}", f"{f['start_to_loaded_s']:.2f}", "load_package: record check, "
+              "every program loaded"],
+             ["first forecast", f"{f['first_forecast_s']:.2f}", f"{f['start_to_first_forecast_s']:.2f}",
+              f"right after loading, upstream entry point; Dynamo graphs {f['graphs']}{setup}"]]
+    header = ["row", "s", "s from process start", "what"]
+    t_header = ["traffic", "calls run", "p50 ms", "p95 ms", "total s", "graphs", "errors", "refused (outside ranges)"]
+    t_rows = [[r.name, str(r.calls), f"{r.p50_s * 1e3:.1f}", f"{r.p95_s * 1e3:.1f}", f"{r.total_s:.2f}",
+               "-" if r.graphs is None else str(r.graphs), str(r.errors), str(r.refused)] for r in b.rows]
+
+    def table(h: list[str], rows: list[list[str]]) -> list[str]:
+        if markdown:
+            return ["| " + " | ".join(h) + " |", "|" + "---|" * len(h)] + ["| " + " | ".join(r) + " |" for r in rows]
+        widths = [max(len(x) for x in col) for col in zip(h, *rows)]
+        return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [h, *rows]]
+
+    out = [head, ""] + table(header, fresh)
+    if b.rows:
+        out += ["", f"traffic profile (seed {b.seed}) through the upstream entry point, each variant in its own "
+                    "process; package total excludes its load"] + table(t_header, t_rows)
+    return "\n".join(out) + "\n"

@@ -325,6 +325,10 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
               help="Add the traffic row: the whole traffic profile's wall time (compile included) for upstream "
                    "eager, patched eager, patched compiled on a cold and on a warm inductor cache, and the "
                    "break-even call count.")
+@click.option("--aot", "aot_package", type=click.Path(dir_okay=False, path_type=Path),
+              help="Bench a `patchkit export` package instead of the compile modes: aot-load and first forecast in "
+                   "a fresh process; with --traffic, the profile's p50/p95/total for upstream eager, the package and "
+                   "patched torch.compile (cold, then steady). Size, weights and device come from the package.")
 @click.option("--calls", type=click.IntRange(1), default=24, show_default=True, help="--traffic: calls in the profile.")
 @click.option("--seed", type=int, default=0, show_default=True, help="--traffic: profile and data seed.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write rows as JSON.")
@@ -332,7 +336,7 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG plot.")
 @click.pass_obj
 def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: int, device: str, warm_start: bool,
-          size: str, weights: str | None, traffic: bool, calls: int, seed: int,
+          size: str, weights: str | None, traffic: bool, aot_package: Path | None, calls: int, seed: int,
           json_path: Path | None, md_path: Path | None, plot_path: Path | None) -> None:
     """Latency per compile mode, upstream vs patched, each row in a fresh process.
 
@@ -345,8 +349,23 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
       patchkit bench chronos2 --modes eager,default --runs 20 --plot chronos2.png
       patchkit bench toto --dtype float32,bfloat16 --json toto-bench.json
       patchkit bench chronos2 --size real --modes eager,default --traffic --runs 5
+      patchkit bench chronos2 --aot dist/chronos2-real-cpu.pt2 --traffic --calls 8
     """
     import torch
+
+    if aot_package is not None:
+        from . import bench as bench_mod
+
+        if plot_path:
+            raise errors.BadInput("--plot is for the compile-mode rows, not --aot")
+        ab = api.bench_aot(model, aot_package, root=opts.root, traffic=traffic, calls=calls, seed=seed,
+                           progress=lambda msg: click.echo(msg, err=True))
+        click.echo(bench_mod.render_aot(ab))
+        if json_path:
+            json_path.write_text(json.dumps(ab.to_json(), indent=2) + "\n")
+        if md_path:
+            md_path.write_text(bench_mod.render_aot(ab, markdown=True))
+        return
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise errors.EnvironmentProblem("--device cuda asked for, but torch sees no CUDA device")

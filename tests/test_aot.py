@@ -172,3 +172,26 @@ def test_cache_warm_info_load_clear(exported, tmp_path, monkeypatch, capsys):
     assert code == 2 and Path(entry["path"]).exists()
     code, out, _ = run_cli(capsys, "cache", "clear", "chronos2")
     assert code == 0 and "removed 1 artifact" in out and not Path(entry["path"]).exists()
+
+
+def test_bench_aot_rows_from_a_fresh_process(exported, tmp_path, capsys):
+    """``bench --aot``: load and first forecast in a new process, then the traffic rows; nothing compiled there."""
+    ws, package = exported
+    out_json = tmp_path / "bench-aot.json"
+    code, out, err = run_cli(capsys, "--root", str(ws), "bench", "chronos2", "--aot", str(package), "--traffic",
+                             "--calls", "2", "--json", str(out_json))
+    assert code == 0, err
+    rep = json.loads(out_json.read_text())
+    fresh = rep["fresh"]
+    assert fresh["graphs"] == 0 and fresh["finite"] is True and fresh["program_calls"]["main"] >= 1
+    assert 0 < fresh["load_s"] < fresh["start_to_loaded_s"] < fresh["start_to_first_forecast_s"]
+    assert rep["size"] == "tiny" and rep["parameters"] == 7_954 and rep["torch_version"] in out
+    rows = {r["name"]: r for r in rep["rows"]}
+    assert list(rows) == ["upstream eager", "package (aot)", "patched compiled, cold pass",
+                          "patched compiled, steady pass"]
+    assert all(r["calls"] == 2 and r["errors"] == 0 and r["total_s"] > 0 for r in rows.values())
+    assert rows["package (aot)"]["graphs"] == 0 and rows["patched compiled, cold pass"]["graphs"] >= 1
+    assert "aot-load" in out and "first forecast" in out
+    stale = _with_record(package, tmp_path / "stale.pt2", patch_hash="000000000000")
+    code, _, err = run_cli(capsys, "--root", str(ws), "bench", "chronos2", "--aot", str(stale))
+    assert code == 2 and "exported from patch set 000000000000" in err and len(err.strip().splitlines()) == 1

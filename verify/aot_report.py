@@ -9,7 +9,11 @@ also the check on unseen shapes within the exported ranges.
 
 It fails when a call errors, an output differs from upstream eager by more than
 ``AOT_RTOL`` relative L2 (or puts NaN elsewhere), or the package's process
-traced or compiled anything (Dynamo's counters must stay at zero).
+traced or compiled anything (Dynamo's counters must stay at zero).  A call whose
+shape is outside the package's exported ranges is refused by the runtime with
+``OutsideRange`` naming the range, before any program runs: such calls are
+listed as ``refused`` (and left out of the comparison), not counted as errors;
+any other exception is a failure.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from patchkit.patchset import PatchSet
 
 from .traffic import percentiles
 from .traffic_report import FidelityCheck, _check, _run, fidelity_failure
+
+#: how a runtime refuses a shape outside the exported ranges (patchkit.aot.OutsideRange), as the runner records it
+REFUSED = "OutsideRange"
 
 #: exported program vs upstream eager (the issue's bound: compiled code may reorder float sums)
 AOT_RTOL = 1e-5
@@ -44,6 +51,8 @@ class AOTReport:
     latency: dict[str, Any]
     dynamo: dict[str, Any]
     call_errors: list[dict]
+    #: calls the runtime refused as outside the exported ranges (OutsideRange), with its message
+    refused: list[dict]
     fidelity: list[FidelityCheck]
     ok: bool
     failures: list[str]
@@ -67,7 +76,11 @@ def verify_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: P
                                       extra_logs=(), timeout=timeout,
                                       extra_args=("--package", str(Path(package).resolve()), "--patch-hash",
                                                   patch_hash))
-    call_list = pk_data["calls"]
+    aot_pass = pk_data["passes"]["aot"]
+    refused = [e for e in aot_pass["errors"] if e["error"].startswith(f"{REFUSED}:")]
+    errors = [e for e in aot_pass["errors"] if e not in refused]
+    skip = {e["index"] for e in refused}
+    call_list = [c for c in pk_data["calls"] if c["index"] not in skip]
     checks = [
         _check("package vs upstream eager (deterministic outputs)", AOT_RTOL, pk_arrays["aot"], up_arrays["eager"],
                call_list, "point"),
@@ -75,13 +88,12 @@ def verify_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: P
                up_arrays["eager"], call_list, "samples"),
     ]
     fidelity = [c for c in checks if c is not None]
-    aot_pass = pk_data["passes"]["aot"]
     counters = pk_data.get("aot_counters", {})
     failures: list[str] = []
-    for e in aot_pass["errors"][:3]:
+    for e in errors[:3]:
         failures.append(f"package call {e['call']} raised {e['error']}")
-    if len(aot_pass["errors"]) > 3:
-        failures.append(f"... and {len(aot_pass['errors']) - 3} more package call error(s) (see call_errors)")
+    if len(errors) > 3:
+        failures.append(f"... and {len(errors) - 3} more package call error(s) (see call_errors)")
     for e in up_data["passes"]["eager"]["errors"]:
         failures.append(f"upstream eager call {e['call']} raised {e['error']} (the profile must be valid input)")
     program_calls = aot_pass.get("program_calls", {})
@@ -95,7 +107,8 @@ def verify_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: P
     failures += [fidelity_failure(c) for c in fidelity if not c.ok]
     if not fidelity:
         failures.append("no output to compare: the harness returned neither point forecasts nor samples")
-    up_times = [t for t in up_data["passes"]["eager"]["times_s"] if t == t]
+    up_times = [t for c, t in zip(pk_data["calls"], up_data["passes"]["eager"]["times_s"])
+                if t == t and c["index"] not in skip]  # the calls the package ran
     pk_times = [t for t in aot_pass["times_s"] if t == t]
     latency = {"upstream_eager": percentiles(up_times), "package": percentiles(pk_times)}
     if latency["package"]["calls"] and latency["upstream_eager"]["calls"]:
@@ -103,9 +116,9 @@ def verify_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: P
     report = AOTReport(
         model=ps.model, package=str(package), torch_version=pk_data["torch_version"],
         upstream_version=record["upstream"]["version"], patch_hash=record["patch_hash"], size=size,
-        parameters=int(pk_data["parameters"]), device=device, programs=record["programs"], calls=call_list,
-        load_s=float(aot_pass["load_s"]), program_calls=program_calls, latency=latency, dynamo=counters, call_errors=aot_pass["errors"],
-        fidelity=fidelity, ok=not failures, failures=failures,
+        parameters=int(pk_data["parameters"]), device=device, programs=record["programs"], calls=pk_data["calls"],
+        load_s=float(aot_pass["load_s"]), program_calls=program_calls, latency=latency, dynamo=counters,
+        call_errors=errors, refused=refused, fidelity=fidelity, ok=not failures, failures=failures,
     )
     return report, {"upstream": up_log, "package": pk_log}
 
@@ -120,6 +133,10 @@ def render(r: AOTReport) -> str:
     lines.append(f"{len(r.calls)} calls through the upstream entry point; package loaded in {r.load_s:.2f} s; "
                  f"Dynamo graphs in the package's process: {r.dynamo.get('graphs', 0)}")
     lines.append("program calls: " + ", ".join(f"{k} {v}" for k, v in r.program_calls.items()))
+    if r.refused:
+        lines.append(f"refused as outside the package's ranges: {len(r.refused)} of {len(r.calls)} calls "
+                     "(not compared; upstream accepts them)")
+        lines += [f"  {e['call']}: {e['error'].removeprefix(REFUSED + ': ')}" for e in r.refused[:5]]
     up, pk = r.latency["upstream_eager"], r.latency["package"]
     if pk["calls"]:
         lines.append(f"latency p50: package {pk['p50_s'] * 1e3:.1f} ms, upstream eager {up['p50_s'] * 1e3:.1f} ms")
