@@ -452,8 +452,9 @@ def bench_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: Pa
                         extra_args=("--package", str(package), "--patch-hash", patch_hash))
         rows.append(row("package (aot)", pk["passes"]["aot"], pk.get("aot_counters", {}).get("graphs")))
         progress(f"[aot traffic 3/3] patched torch.compile: {calls} calls, then a steady pass")
-        co, _, _ = _run(ps, Path(patched_tree), "patched", "compiled,steady", backend="inductor", **common,
-                        extra_env=inductor_cache_env(Path(tempfile.mkdtemp(prefix="patchkit-aot-bench-"))))
+        with tempfile.TemporaryDirectory(prefix="patchkit-aot-bench-") as cold:  # an empty inductor cache
+            co, _, _ = _run(ps, Path(patched_tree), "patched", "compiled,steady", backend="inductor", **common,
+                            extra_env=inductor_cache_env(Path(cold)))
         graphs = sum(co.get("unit_graphs", {}).values())
         rows.append(row("patched compiled, cold pass", co["passes"]["compiled"], graphs))
         rows.append(row("patched compiled, steady pass", co["passes"]["steady"], graphs))
