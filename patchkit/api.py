@@ -172,9 +172,10 @@ def bench_aot(model: str, package: str | Path, *, root: str | Path | None = None
     ps = patches.get(model)
     _require_applied(ws, ps)
     phash = patch_hash(ws.read_lock(model))
-    check_record(read_record(package), Path(package), patch_hash=phash, model=model)
-    return _bench_aot(ps, ws.pristine(model), ws.patched(model), Path(package), patch_hash=phash, traffic=traffic,
-                      calls=calls, seed=seed, progress=progress)
+    record = read_record(package)
+    check_record(record, Path(package), patch_hash=phash, model=model)
+    return _bench_aot(ps, ws.pristine(model), ws.patched(model), Path(package), patch_hash=phash, record=record,
+                      traffic=traffic, calls=calls, seed=seed, progress=progress)
 
 
 def export(model: str, *, root: str | Path | None = None, size: str = "tiny", weights: str | None = None,

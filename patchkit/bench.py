@@ -182,6 +182,15 @@ def _short(r: BenchRow) -> str:
             f"breaks {r.graph_breaks}, recompiles {r.recompiles}")
 
 
+def _table(header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
+    """One table's lines: Markdown, or plain columns padded to their widest cell."""
+    if markdown:
+        return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |"
+                                                                                for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
+
+
 def render_table(rep: BenchReport, markdown: bool = False) -> str:
     header = ["variant", "mode", "dtype", "first call s", "median ms", "IQR ms", "graphs", "breaks",
               "recompiles", "peak MB", "MAE diff"]
@@ -198,12 +207,8 @@ def render_table(rep: BenchReport, markdown: bool = False) -> str:
     title = (f"{rep.model} {rep.upstream_version[:12]} | size {rep.size}{params} | torch {rep.torch_version} | "
              f"device {rep.device} | batch {rep.batch} | {rep.runs} timed runs | {rep.date}")
     if markdown:
-        out = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        out += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(out) + "\n"
-    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
-    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
-    return "\n".join([title, *body, *rep.notes]) + "\n"
+        return "\n".join([title, "", *_table(header, rows, True)]) + "\n"
+    return "\n".join([title, *_table(header, rows, False), *rep.notes]) + "\n"
 
 
 def plot(rep: BenchReport, path: Path) -> None:
@@ -363,12 +368,7 @@ def render_traffic(t: TrafficBench, markdown: bool = False) -> str:
             f"saved artifact {fmt(t.break_even_artifact)} calls; "
             f"vs patched eager: cold {fmt(t.break_even_cold_vs_patched_eager)}, "
             f"warm {fmt(t.break_even_warm_vs_patched_eager)}", t.note]
-    if markdown:
-        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        out += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(out + [""] + tail) + "\n"
-    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
-    return "\n".join(["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *rows]] + tail) + "\n"
+    return "\n".join(_table(header, rows, markdown) + ([""] if markdown else []) + tail) + "\n"
 
 
 # -- ahead-of-time package: what a restarted service pays, and the steady latency it then gets ----------
@@ -409,19 +409,18 @@ class AotBench:
 
 
 def bench_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: Path, *, patch_hash: str,
-              traffic: bool = False, calls: int = 24, seed: int = 0,
+              record: dict[str, Any], traffic: bool = False, calls: int = 24, seed: int = 0,
               progress: Callable[[str], None] = lambda msg: None) -> AotBench:
     """An exported package: load and first forecast in a fresh process, then (``traffic``) the traffic profile
     through the upstream's entry point for upstream eager, the package, and the patched tree under
     ``torch.compile`` (cold pass, compiles included, then a steady pass on new data), each in its own process.
 
-    The size, weights and device are the package's (its record)."""
-    from .aot import read_record
+    The size, weights and device are the package's (``record``, already checked by the caller)."""
+    from .verify.aot_report import split_refused
     from .verify.traffic import percentiles
     from .verify.traffic_report import _run
 
     package = Path(package).resolve()
-    record = read_record(package)
     size, device, weights = record["size"], record["device"], record.get("weights_path")
     progress(f"[aot] fresh process: load {package.name}, first forecast")
     started = time.time()
@@ -436,13 +435,11 @@ def bench_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: Pa
         common = dict(size=size, calls=calls, seed=seed, weights=weights, device=device, mode=None, extra_logs=(),
                       timeout=4 * 3600)
 
-        from .verify.aot_report import REFUSED
-
         def row(name: str, p: dict, graphs: int | None = None) -> AotRow:
             pc = percentiles([t for t in p["times_s"] if t == t])
-            refused = sum(e["error"].startswith(f"{REFUSED}:") for e in p["errors"])
-            return AotRow(name, pc["total_s"], pc["p50_s"], pc["p95_s"], pc["calls"], len(p["errors"]) - refused,
-                          graphs, refused)
+            refused, errors = split_refused(p["errors"])
+            return AotRow(name, pc["total_s"], pc["p50_s"], pc["p95_s"], pc["calls"], len(errors), graphs,
+                          len(refused))
 
         progress(f"[aot traffic 1/3] upstream eager: {calls} calls")
         up, _, _ = _run(ps, Path(upstream_tree), "upstream", "eager", backend="eager", **common)
@@ -478,15 +475,8 @@ def render_aot(b: AotBench, markdown: bool = False) -> str:
     t_header = ["traffic", "calls run", "p50 ms", "p95 ms", "total s", "graphs", "errors", "refused (outside ranges)"]
     t_rows = [[r.name, str(r.calls), f"{r.p50_s * 1e3:.1f}", f"{r.p95_s * 1e3:.1f}", f"{r.total_s:.2f}",
                "-" if r.graphs is None else str(r.graphs), str(r.errors), str(r.refused)] for r in b.rows]
-
-    def table(h: list[str], rows: list[list[str]]) -> list[str]:
-        if markdown:
-            return ["| " + " | ".join(h) + " |", "|" + "---|" * len(h)] + ["| " + " | ".join(r) + " |" for r in rows]
-        widths = [max(len(x) for x in col) for col in zip(h, *rows)]
-        return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [h, *rows]]
-
-    out = [head, ""] + table(header, fresh)
+    out = [head, ""] + _table(header, fresh, markdown)
     if b.rows:
         out += ["", f"traffic profile (seed {b.seed}) through the upstream entry point, each variant in its own "
-                    "process; package total excludes its load"] + table(t_header, t_rows)
+                    "process; package total excludes its load"] + _table(t_header, t_rows, markdown)
     return "\n".join(out) + "\n"

@@ -22,13 +22,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from patchkit.aot import OutsideRange
 from patchkit.patchset import PatchSet
 
 from .traffic import percentiles
 from .traffic_report import FidelityCheck, _check, _run, fidelity_failure
 
-#: how a runtime refuses a shape outside the exported ranges (patchkit.aot.OutsideRange), as the runner records it
-REFUSED = "OutsideRange"
+#: how a runtime refuses a shape outside the exported ranges, as the runner records it (``Type: message``)
+REFUSED = OutsideRange.__name__
+
+
+def split_refused(errors: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A pass's recorded call errors as (refused as outside the package's ranges, any other error)."""
+    refused = [e for e in errors if e["error"].startswith(f"{REFUSED}:")]
+    return refused, [e for e in errors if e not in refused]
 
 #: exported program vs upstream eager (the issue's bound: compiled code may reorder float sums)
 AOT_RTOL = 1e-5
@@ -77,8 +84,7 @@ def verify_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: P
                                       extra_args=("--package", str(Path(package).resolve()), "--patch-hash",
                                                   patch_hash))
     aot_pass = pk_data["passes"]["aot"]
-    refused = [e for e in aot_pass["errors"] if e["error"].startswith(f"{REFUSED}:")]
-    errors = [e for e in aot_pass["errors"] if e not in refused]
+    refused, errors = split_refused(aot_pass["errors"])
     skip = {e["index"] for e in refused}
     call_list = [c for c in pk_data["calls"] if c["index"] not in skip]
     checks = [
