@@ -18,6 +18,7 @@ from .item_scalar import ItemScalar
 from .kv_cache_callsites import KvCacheCallsites
 from .mark_growing_dynamic import MarkGrowingDynamic
 from .offset_causal_mask import OffsetCausalMask
+from .pad_single_row import PadSingleRow
 from .rope_static_cache import RopeStaticCache
 from .static_kv_cache import StaticKvCache
 from .step_cache import StepCache
@@ -39,6 +40,7 @@ ALL: tuple[type[PatchkitCodemod], ...] = (
     CloneStepOutput,
     ContiguousStepInputs,
     DynamicStepInputs,
+    PadSingleRow,
     # decode-loop work
     StepCache,
 )

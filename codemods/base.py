@@ -50,6 +50,52 @@ def compiled_else_eager(compiled: cst.BaseExpression, eager: cst.BaseExpression)
     )
 
 
+#: ``_patchkit_is_compiled(step)``: does ``step`` run under torch.compile?  Shared by the codemods that
+#: change a call only when its callee is compiled, so that eager keeps upstream's call as it is.
+IS_COMPILED_HELPER = "_patchkit_is_compiled"
+IS_COMPILED_SRC = f'''
+
+def {IS_COMPILED_HELPER}(step):
+    """patchkit: does ``step`` run under torch.compile (``torch.compile(module)``, ``module.compile()`` or a
+    compiled function), called from outside a compiled region?  False when torch._dynamo was never loaded."""
+    if "torch._dynamo" not in sys.modules or torch.compiler.is_compiling():
+        return False
+    return (
+        isinstance(step, torch._dynamo.eval_frame.OptimizedModule)
+        or getattr(step, "_compiled_call_impl", None) is not None
+        or hasattr(step, "_torchdynamo_orig_callable")
+    )
+'''
+
+
+#: ``_patchkit_pad_single_row(step, ...)``: a step callee routed through pad-single-row's helper.
+PAD_SINGLE_ROW_HELPER = "_patchkit_pad_single_row"
+ROUTED = m.Call(func=m.Name(PAD_SINGLE_ROW_HELPER))
+
+
+def helper_names(module: cst.Module) -> set[str]:
+    """Names of the module's top-level function definitions."""
+    return {s.name.value for s in module.body if isinstance(s, cst.FunctionDef)}
+
+
+def append_helpers(module: cst.Module, *sources: str) -> cst.Module:
+    """``module`` with each helper function (``def`` source text) appended after two blank lines, unless the
+    module already defines a top-level function of that name: applying twice adds nothing."""
+    have = helper_names(module)
+    body = list(module.body)
+    for src in sources:
+        parsed = list(cst.parse_module(src.strip("\n") + "\n").body)
+        name = parsed[0].name.value  # type: ignore[attr-defined]
+        if name in have:
+            continue
+        have.add(name)
+        text = src.strip("\n").replace("\n", module.default_newline) + module.default_newline
+        stmts = list(cst.parse_module(text).body)
+        stmts[0] = stmts[0].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
+        body.extend(stmts)
+    return module.with_changes(body=body)
+
+
 @dataclass(frozen=True)
 class Site:
     """Where a codemod matched: 1-based line of the matched node and what it was."""
@@ -209,9 +255,27 @@ class StepCallCodemod(PatchkitCodemod):
         if self.current_function != self.options["function"]:
             return None
         names = m.OneOf(*(m.Name(c) for c in self.options["calls"]))
-        if not m.matches(node.func, m.OneOf(m.Attribute(attr=names), names)):
+        func = self.callee(node)
+        if not m.matches(func, m.OneOf(m.Attribute(attr=names), names)):
             return None
-        return cst.Module([]).code_for_node(node.func)
+        return cst.Module([]).code_for_node(func)
+
+    def assigned_target(self, node: cst.Assign) -> str | None:
+        """Inside ``function``, the source of ``node``'s first target named in option ``assigned``
+        (``'kwargs["x"]'``: an input handed over as ``call(**kwargs)``), else None."""
+        if self.current_function != self.options["function"]:
+            return None
+        named = [t for t in (code(t.target) for t in node.targets) if t in self.options["assigned"]]
+        return named[0] if named else None
+
+    @staticmethod
+    def callee(node: cst.Call) -> cst.BaseExpression:
+        """What ``node`` calls: ``f`` for ``f(...)`` and for ``ROUTER(f, ...)(...)``, a step call that a codemod
+        routed through a helper (``pad-single-row``), so codemods compose in any order."""
+        func = node.func
+        if m.matches(func, ROUTED) and func.args:  # type: ignore[union-attr]
+            return func.args[0].value  # type: ignore[union-attr]
+        return func
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""contiguous-step-inputs: hand compiled step functions contiguous tensors, so strides never recompile them."""
+"""contiguous-step-inputs: hand compiled step functions tensors with canonical strides, so strides never recompile them."""
 
 from __future__ import annotations
 
@@ -7,69 +7,98 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import CodemodOptionError, StepCallCodemod
+from .base import CodemodOptionError, StepCallCodemod, append_helpers, code
 from .dynamic_step_inputs import HELPER as MARK_HELPER
 
-_CONTIGUOUS = m.Call(func=m.Attribute(attr=m.Name("contiguous")), args=[])
+HELPER = "_patchkit_contiguous"
 
+_HELPER_SRC = f'''
 
-def _contiguous(value: cst.BaseExpression) -> cst.Call:
-    """``value.contiguous()``, parenthesising an expression that needs it."""
-    if not isinstance(value, (cst.Name, cst.Attribute, cst.Subscript, cst.Call)):
-        value = value.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-    return cst.Call(func=cst.Attribute(value=value, attr=cst.Name("contiguous")))
+def {HELPER}(tensor):
+    """patchkit contiguous-step-inputs: ``tensor`` with canonical contiguous strides: itself when it has them,
+    else a copy.  Unlike ``.contiguous()`` this also copies a tensor whose size-1 dims carry other strides
+    (a one-row slice of a wider buffer), which Dynamo guards on all the same."""
+    expected, step = [], 1
+    for size in reversed(tensor.shape):
+        expected.append(step)
+        step *= size
+    if tensor.stride() == tuple(reversed(expected)):
+        return tensor
+    return tensor.clone(memory_format=torch.contiguous_format)
+'''
+
+_WRAPPED = m.Call(func=m.Name(HELPER))
+_MARKED = m.Call(func=m.Name(MARK_HELPER))
 
 
 class ContiguousStepInputs(StepCallCodemod):
-    """Make the chosen positional arguments of a step call ``.contiguous()``.
+    """Give the chosen arguments of a step call canonical contiguous strides.
 
     Hazard: a decode loop that feeds a compiled function sometimes a view of a
     preallocated buffer (``buf[:, :n]``: ``stride(0) == capacity``) and
     sometimes the whole buffer (``stride(0) == size(1)``) changes the stride
     relations Dynamo guards on (for example ``x.stride()[0] != x.size()[1]``),
     so the function recompiles when the window saturates, even with dynamic
-    shapes.  Contiguous arguments always have the same stride relations; for an
-    argument that is contiguous already, ``.contiguous()`` returns it as is.
+    shapes.  ``.contiguous()`` is not enough: a one-row slice ``(1, M)[:, :N]``
+    counts as contiguous and keeps stride ``M`` in its size-1 dim, which Dynamo
+    guards on too (``x.stride()[0] == 16*n``).  Tensors with canonical strides
+    (those of a fresh tensor of their shape) always have the same stride
+    relations.
 
     Rewrites ``<obj>.<call>(a, b, ...)`` (or ``<call>(...)``) inside the function
-    named ``function``, for each call name in ``calls`` and each 0-based
-    positional index in ``args``: ``a`` -> ``a.contiguous()``.  Inputs handed
-    over through a keyword dict (``kwargs["x"] = x`` then ``call(**kwargs)``)
-    are named in ``assigned`` by their assignment target's source
-    (``'kwargs["x"]'``): inside ``function`` that assignment's value becomes
-    ``x.contiguous()``.  Arguments that already end in ``.contiguous()`` are
-    reported as already fixed.
+    named ``function``, for each call name in ``calls``: each 0-based positional
+    index in ``args`` and each keyword argument named in ``keywords`` becomes
+    ``_patchkit_contiguous(a)``, a helper appended to the module once that
+    returns the tensor itself when its strides are canonical and a contiguous
+    copy otherwise (same values; the step functions this is used on do not
+    write to their inputs).  Inputs handed over through a keyword dict
+    (``kwargs["x"] = x`` then ``call(**kwargs)``) are named in ``assigned`` by
+    their assignment target's source (``'kwargs["x"]'``): inside ``function``
+    that assignment's value is wrapped the same way.  An argument marked by
+    ``dynamic-step-inputs`` stays marked: the mark moves to the copy.
+    Arguments already wrapped are reported as already fixed.
     """
 
     NAME = "contiguous-step-inputs"
-    DESCRIPTION = "Pass .contiguous() tensors to compiled step calls so buffer views and full buffers share one graph."
-    LOOKS_FOR = "calls to the named step functions inside the named function, with the given positional arguments"
-    OPTIONS: dict[str, Any] = {"function": None, "calls": (), "args": (), "assigned": ()}
+    DESCRIPTION = "Pass canonically strided tensors to compiled step calls so buffer views and full buffers share one graph."
+    LOOKS_FOR = "calls to the named step functions inside the named function, with the given arguments"
+    OPTIONS: dict[str, Any] = {"function": None, "calls": (), "args": (), "keywords": (), "assigned": ()}
 
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         o = self.options
         o["args"] = tuple(o["args"])
         o["assigned"] = (o["assigned"],) if isinstance(o["assigned"], str) else tuple(o["assigned"])
+        o["keywords"] = (o["keywords"],) if isinstance(o["keywords"], str) else tuple(o["keywords"])
         if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in o["args"]):
             raise CodemodOptionError("codemod 'contiguous-step-inputs': args must be non-negative positions")
-        if not o["args"] and not o["assigned"]:
-            raise CodemodOptionError("codemod 'contiguous-step-inputs': give args (positions) or assigned (targets)")
+        if not all(isinstance(k, str) and k.isidentifier() for k in o["keywords"]):
+            raise CodemodOptionError("codemod 'contiguous-step-inputs': keywords must name keyword arguments")
+        if not o["args"] and not o["assigned"] and not o["keywords"]:
+            raise CodemodOptionError(
+                "codemod 'contiguous-step-inputs': give args (positions), keywords (names) or assigned (targets)"
+            )
+        self._wrapped = False
+
+    def _wrap(self, node: cst.CSTNode, value: cst.BaseExpression, what: str) -> cst.BaseExpression | None:
+        """``value`` wrapped (inside the mark if it is marked), or None when it is wrapped already."""
+        inner = value.args[0].value if m.matches(value, _MARKED) and value.args else value
+        if m.matches(inner, _WRAPPED):
+            self.record_already(node, f"{what} `{code(inner)}` already canonical")
+            return None
+        wrapped = cst.Call(func=cst.Name(HELPER), args=[cst.Arg(inner)])
+        self._wrapped = True
+        self.record(node, f"{what} `{code(inner)}` -> `{code(wrapped)}`")
+        if inner is value:
+            return wrapped
+        return value.with_changes(args=[value.args[0].with_changes(value=wrapped), *value.args[1:]])
 
     def leave_Assign(self, original_node: cst.Assign, updated_node: cst.Assign) -> cst.Assign:
-        if self.current_function != self.options["function"]:
+        target = self.assigned_target(updated_node)
+        if target is None:
             return updated_node
-        targets = [cst.Module([]).code_for_node(t.target) for t in updated_node.targets]
-        named = [t for t in targets if t in self.options["assigned"]]
-        if not named:
-            return updated_node
-        value = updated_node.value
-        src = cst.Module([]).code_for_node(value)
-        if m.matches(value, _CONTIGUOUS):
-            self.record_already(original_node, f"`{named[0]} = {src}` already contiguous")
-            return updated_node
-        self.record(original_node, f"`{named[0]} = {src}` -> `{src}.contiguous()`")
-        return updated_node.with_changes(value=_contiguous(value))
+        wrapped = self._wrap(original_node, updated_node.value, f"`{target} = ...`")
+        return updated_node if wrapped is None else updated_node.with_changes(value=wrapped)
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
         o = self.options
@@ -77,19 +106,18 @@ class ContiguousStepInputs(StepCallCodemod):
         if call_name is None:
             return updated_node
         positional = [i for i, a in enumerate(updated_node.args) if a.keyword is None and not a.star]
+        chosen = [(positional[p], f"argument {p}") for p in o["args"] if p < len(positional)]
+        chosen += [(i, f"argument {a.keyword.value}") for i, a in enumerate(updated_node.args)
+                   if a.keyword is not None and a.keyword.value in o["keywords"]]
         args = list(updated_node.args)
-        for pos in o["args"]:
-            if pos >= len(positional):
-                continue
-            idx = positional[pos]
-            value = args[idx].value
-            if m.matches(value, m.Call(func=m.Name(MARK_HELPER))) and value.args:
-                value = value.args[0].value  # dynamic-step-inputs ran first: look at the tensor it tags
-            src = cst.Module([]).code_for_node(value)
-            if m.matches(value, _CONTIGUOUS):
-                self.record_already(original_node, f"{call_name} argument {pos} `{src}` already contiguous")
-                continue
-            wrapped = _contiguous(value)
-            args[idx] = args[idx].with_changes(value=wrapped)
-            self.record(original_node, f"{call_name} argument {pos} `{src}` -> `{cst.Module([]).code_for_node(wrapped)}`")
+        for idx, what in chosen:
+            wrapped = self._wrap(original_node, args[idx].value, f"{call_name} {what}")
+            if wrapped is not None:
+                args[idx] = args[idx].with_changes(value=wrapped)
         return updated_node.with_changes(args=args)
+
+    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
+        if not self._wrapped:
+            return updated_node
+        self.require_import("torch")
+        return append_helpers(updated_node, _HELPER_SRC)

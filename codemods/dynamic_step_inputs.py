@@ -7,7 +7,7 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import CodemodOptionError, StepCallCodemod
+from .base import IS_COMPILED_HELPER, IS_COMPILED_SRC, CodemodOptionError, StepCallCodemod, append_helpers, code
 
 HELPER = "_patchkit_mark_dynamic"
 
@@ -22,8 +22,23 @@ def {HELPER}(tensor, dims):
 '''
 
 
+INT_HELPER = "_patchkit_dynamic_int"
+
+_INT_HELPER_SRC = f'''
+
+def {INT_HELPER}(step, value):
+    """patchkit dynamic-step-inputs: an int argument of a compiled ``step`` as ``DynamicInt``, so the first graph
+    is already dynamic in it; ``value`` itself when ``step`` is not compiled (eager calls get upstream's int)."""
+    if {IS_COMPILED_HELPER}(step) and type(value) is int:
+        from torch.fx.experimental.sym_node import DynamicInt
+
+        return DynamicInt(value)
+    return value
+'''
+
+
 class DynamicStepInputs(StepCallCodemod):
-    """Mark the positional inputs of compiled step calls dynamic before the first compile.
+    """Mark the inputs of compiled step calls dynamic before the first compile.
 
     Hazard: a service calls a compiled step with one batch size and window
     length, then another.  Dynamo compiles the first call static, recompiles
@@ -31,59 +46,118 @@ class DynamicStepInputs(StepCallCodemod):
     for each further specialisation, so a varied stream of calls spends the
     graph budget on shapes.  Marked up front, the first graph is already
     dynamic in those dims; only a size-1 batch keeps its own graph (Dynamo
-    specialises sizes 0 and 1).
+    specialises sizes 0 and 1).  Int arguments (a number of output patches)
+    are specialised the same way: static on the first call, a recompile on
+    the next value.
 
     Inside the function named ``function``, each positional argument ``a`` of a
     call to one of ``calls`` becomes ``_patchkit_mark_dynamic(a, dims)``, a
-    helper appended to the module once.  The helper tags the tensor with
+    helper appended to the module once; so does each keyword argument named in
+    ``keywords`` (``{name: dims}``), and each assignment inside ``function``
+    whose target's source is named in ``assigned`` (``{'kwargs["x"]': dims}``,
+    for inputs handed over as ``call(**kwargs)``).  The helper tags the tensor with
     ``torch._dynamo.maybe_mark_dynamic`` (outside a compiled region only) and
     returns it unchanged: eager values, errors and aliasing are the upstream's.
-    Arguments already wrapped are reported as already fixed.
+    Each keyword argument named in ``ints`` becomes
+    ``_patchkit_dynamic_int(<callee>, value)``: a ``DynamicInt`` (a dynamic int
+    input from the first compile) when the callee runs under torch.compile,
+    the value itself otherwise; ``gate`` (source text, ``"self.model"``) names
+    the module whose compilation counts instead of the callee, for a call
+    that builds the compiled module's inputs (a KV cache's sizes).  Arguments
+    already wrapped are reported as already fixed.
     """
 
     NAME = "dynamic-step-inputs"
-    DESCRIPTION = "Mark compiled step-call inputs dynamic (batch, length) before their first compile."
+    DESCRIPTION = "Mark compiled step-call inputs dynamic (batch, length, int arguments) before their first compile."
     LOOKS_FOR = "calls to the named step functions inside the named function"
-    OPTIONS: dict[str, Any] = {"function": None, "calls": (), "dims": (0,)}
+    OPTIONS: dict[str, Any] = {"function": None, "calls": (), "dims": (0,), "keywords": {}, "ints": (),
+                               "assigned": {}, "gate": None}
 
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         o = self.options
-        o["dims"] = tuple(o["dims"])
-        if not o["dims"] or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in o["dims"]):
-            raise CodemodOptionError("codemod 'dynamic-step-inputs': dims must be non-negative dimension indices")
-        self._wrapped = False
-        self._has_helper = False
+        o["dims"] = _dims(o["dims"], "dims")
+        if not isinstance(o["keywords"], dict) or not all(isinstance(k, str) and k.isidentifier() for k in o["keywords"]):
+            raise CodemodOptionError("codemod 'dynamic-step-inputs': keywords must map argument names to dims")
+        o["keywords"] = {k: _dims(v, f"keywords[{k!r}]") for k, v in o["keywords"].items()}
+        if not isinstance(o["assigned"], dict) or not all(isinstance(k, str) for k in o["assigned"]):
+            raise CodemodOptionError("codemod 'dynamic-step-inputs': assigned must map assignment targets to dims")
+        o["assigned"] = {k: _dims(v, f"assigned[{k!r}]") for k, v in o["assigned"].items()}
+        o["ints"] = (o["ints"],) if isinstance(o["ints"], str) else tuple(o["ints"])
+        if not all(isinstance(k, str) and k.isidentifier() for k in o["ints"]):
+            raise CodemodOptionError("codemod 'dynamic-step-inputs': ints must name keyword arguments")
+        if o["gate"] is not None:
+            try:
+                o["gate"] = cst.parse_expression(o["gate"])
+            except (cst.ParserSyntaxError, TypeError):
+                raise CodemodOptionError("codemod 'dynamic-step-inputs': gate must be an expression (`self.model`)") from None
+        self._helpers: list[str] = []
 
-    def visit_Module(self, node: cst.Module) -> None:
-        super().visit_Module(node)
-        self._has_helper = any(m.matches(s, m.FunctionDef(name=m.Name(HELPER))) for s in node.body)
+    def _need(self, src: str) -> None:
+        if src not in self._helpers:
+            self._helpers.append(src)
+
+    def leave_Assign(self, original_node: cst.Assign, updated_node: cst.Assign) -> cst.Assign:
+        target = self.assigned_target(updated_node)
+        if target is None:
+            return updated_node
+        src = code(updated_node.value)
+        if m.matches(updated_node.value, m.Call(func=m.Name(HELPER))):
+            self.record_already(original_node, f"`{target} = {src}` already marked dynamic")
+            return updated_node
+        dims = self.options["assigned"][target]
+        self._need(_HELPER_SRC)
+        self.record(original_node, f"`{target} = {src}` marked dynamic in dims {list(dims)}")
+        return updated_node.with_changes(value=cst.Call(
+            func=cst.Name(HELPER), args=[cst.Arg(updated_node.value), cst.Arg(cst.parse_expression(repr(list(dims))))]
+        ))
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
         o = self.options
         call_name = self.step_call(original_node)
         if call_name is None:
             return updated_node
-        dims = cst.parse_expression(repr(list(o["dims"])))
         args = list(updated_node.args)
         for i, arg in enumerate(args):
-            if arg.keyword is not None or arg.star:
+            if arg.star:
                 continue
+            where = f"argument {i}" if arg.keyword is None else f"argument {arg.keyword.value}"
             src = cst.Module([]).code_for_node(arg.value)
-            if m.matches(arg.value, m.Call(func=m.Name(HELPER))):
-                self.record_already(original_node, f"{call_name} argument {i} `{src}` already marked dynamic")
+            if arg.keyword is not None and arg.keyword.value in o["ints"]:
+                if m.matches(arg.value, m.Call(func=m.Name(INT_HELPER))):
+                    self.record_already(original_node, f"{call_name} {where} `{src}` already a dynamic int")
+                    continue
+                wrapped = cst.Call(func=cst.Name(INT_HELPER), args=[cst.Arg(o["gate"] or self.callee(updated_node)), cst.Arg(arg.value)])
+                args[i] = arg.with_changes(value=wrapped)
+                self._need(_INT_HELPER_SRC)
+                self._need(IS_COMPILED_SRC)
+                self.record(original_node, f"{call_name} {where} `{src}` a dynamic int when compiled")
                 continue
-            wrapped = cst.Call(func=cst.Name(HELPER), args=[cst.Arg(arg.value), cst.Arg(dims)])
+            if arg.keyword is None:
+                dims = o["dims"]
+            elif arg.keyword.value in o["keywords"]:
+                dims = o["keywords"][arg.keyword.value]
+            else:
+                continue
+            if m.matches(arg.value, m.Call(func=m.Name(HELPER))):
+                self.record_already(original_node, f"{call_name} {where} `{src}` already marked dynamic")
+                continue
+            wrapped = cst.Call(func=cst.Name(HELPER), args=[cst.Arg(arg.value), cst.Arg(cst.parse_expression(repr(list(dims))))])
             args[i] = arg.with_changes(value=wrapped)
-            self._wrapped = True
-            self.record(original_node, f"{call_name} argument {i} `{src}` marked dynamic in dims {list(o['dims'])}")
+            self._need(_HELPER_SRC)
+            self.record(original_node, f"{call_name} {where} `{src}` marked dynamic in dims {list(dims)}")
         return updated_node.with_changes(args=args)
 
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
-        if not self._wrapped or self._has_helper:
+        if not self._helpers:
             return updated_node
         self.require_import("torch")
         self.require_import("sys")
-        helper = list(cst.parse_module(_HELPER_SRC.lstrip("\n").replace("\n", updated_node.default_newline)).body)
-        helper[0] = helper[0].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
-        return updated_node.with_changes(body=[*updated_node.body, *helper])
+        return append_helpers(updated_node, *self._helpers)
+
+
+def _dims(value: Any, what: str) -> tuple[int, ...]:
+    value = (value,) if isinstance(value, int) and not isinstance(value, bool) else tuple(value or ())
+    if not value or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise CodemodOptionError(f"codemod 'dynamic-step-inputs': {what} must be non-negative dimension indices")
+    return value

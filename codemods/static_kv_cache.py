@@ -8,7 +8,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
 
-from .base import PatchkitCodemod
+from .base import CodemodOptionError, PatchkitCodemod
 from .base import code as _code
 from .base import IS_COMPILING, IS_COMPILING_CODE as _IS_COMPILING
 
@@ -58,7 +58,9 @@ class StaticKvCache(PatchkitCodemod):
       prefill vs decode on it compiles one graph per phase);
     * marks the buffers' sequence dimension with
       ``torch._dynamo.maybe_mark_dynamic`` at construction: its size follows the
-      requested horizon, and one graph then serves every horizon (no-op in eager).
+      requested horizon, and one graph then serves every horizon (no-op in eager);
+      so are the dims named in ``row_dims`` (the rows a cache holds follow the
+      caller's batch: marked, one graph serves every batch).
 
     Options name the class and its members (``class_name`` is required).
     """
@@ -85,12 +87,19 @@ class StaticKvCache(PatchkitCodemod):
         "empty_method": "is_empty",
         "flag_attr": "_host_empty",
         "sliced_read_when": None,
+        # buffer dims that follow the caller's batch (rows = batch x variates): marked dynamic as well
+        "row_dims": (),
     }
 
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         self.identifier("class_name", "keys_attr", "values_attr", "index_attr", "max_len_attr", "init_method",
                         "append_method", "reset_method", "position_method", "read_method", "empty_method", "flag_attr")
+        rows = self.options["row_dims"]
+        rows = (rows,) if isinstance(rows, int) and not isinstance(rows, bool) else tuple(rows or ())
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in rows):
+            raise CodemodOptionError("codemod 'static-kv-cache': row_dims must be non-negative dimension indices")
+        self.options["row_dims"] = rows
         self._depth = 0  # function nesting inside the target class
         self._in_target = False
         self._method = ""
@@ -239,6 +248,8 @@ def {self.options["empty_method"]}(self) -> bool:
                 dim = self._dim_expr()
                 if dim is not None:
                     extra.append(f"torch._dynamo.maybe_mark_dynamic(self.{buf}, {dim})")
+                for row_dim in self.options["row_dims"]:
+                    extra.append(f"torch._dynamo.maybe_mark_dynamic(self.{buf}, {row_dim})")
         elif name == self.options["append_method"] and self._start_name:
             extra.append(f"self.{flag} = False")
         elif name == self.options["reset_method"]:

@@ -6,7 +6,11 @@ branch needs the tensor's value on the host, so Dynamo breaks the graph there,
 and ``Chronos2Pipeline`` always passes (NaN-filled) future covariates, so every
 pipeline forward pays for it.  Over a varied stream of ``Chronos2Pipeline.predict``
 calls the compiled model also recompiled on the NaN-padding branch
-(``length % patch_size``) and on the stride of sliced future covariates.  And for horizons past one pass
+(``length % patch_size``), on the strides of sliced future covariates and of a
+truncated context, on the first call's static batch, history and
+``num_output_patches``, and on batch 1 (Dynamo specialises size 1): fixed by
+copies to canonical strides, dynamic marks up front, and a single series run as
+two rows (the copy in a group of its own) when the model is compiled.  And for horizons past one pass
 (``max_output_patches × output_patch_size``), ``Chronos2Pipeline`` keeps each
 ``_predict_step`` output while it calls the model again, which a CUDA-graph
 replay overwrites under ``mode="reduce-overhead"``.
@@ -55,10 +59,33 @@ PATCHSET = PatchSet(
         Step(
             codemod="contiguous-step-inputs",
             files=("chronos/chronos2/pipeline.py",),
-            options={"function": "_predict_step", "calls": ["model"], "assigned": ['kwargs["future_covariates"]']},
+            options={"function": "_predict_step", "calls": ["model"], "keywords": ["context"],
+                     "assigned": ['kwargs["future_covariates"]']},
             why="_predict_step hands the model future covariates that are sometimes a slice "
-            "(`future_covariates[..., :output_size]`, stride = the full horizon) and sometimes freshly "
-            "concatenated: the guard `future_covariates.stride()[0] == 16*num_output_patches` recompiles",
+            "(`future_covariates[..., :output_size]`, stride = the full horizon, also for one series) and sometimes "
+            "freshly concatenated, and a context that is sometimes a truncated slice: the guards "
+            "`future_covariates.stride()[0] == 16*num_output_patches` and `context.stride()[0] != context.size()[1]` "
+            "recompile",
+        ),
+        Step(
+            codemod="dynamic-step-inputs",
+            files=("chronos/chronos2/pipeline.py",),
+            options={"function": "_predict_step", "calls": ["model"],
+                     "keywords": {"context": [0, 1], "group_ids": [0]},
+                     "assigned": {'kwargs["future_covariates"]': [0, 1]}, "ints": ["num_output_patches"]},
+            why="a stream of Chronos2Pipeline.predict calls varies the batch, the history length and "
+            "num_output_patches: compiled static on the first call, the model recompiles for each, and the first "
+            "graph serves nothing after it",
+        ),
+        Step(
+            codemod="pad-single-row",
+            files=("chronos/chronos2/pipeline.py",),
+            options={"function": "_predict_step", "calls": ["model"], "rows": ["context", "future_covariates"],
+                     "distinct": ["group_ids"], "outputs": ["quantile_preds"]},
+            why="one series (a long history the pipeline batches alone, or a single-series request) is a size-1 "
+            "batch, which Dynamo specialises: a graph for batch 1 beside the dynamic one, doubled again by "
+            "one-patch horizons; series only attend within their group, so the compiled model runs the row twice "
+            "(the copy in a group of its own) and keeps the first",
         ),
         Step(
             codemod="clone-step-output",

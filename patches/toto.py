@@ -12,7 +12,14 @@ Hazards, all on the KV-cache decode path of ``TotoForecaster.forecast``
 * the backbone slices the input to the new patch with a prefix length read
   from the cache (``.item()``);
 * the forecaster grows its inputs by one patch per step (``torch.cat``), so
-  every step has new shapes.
+  every step has new shapes;
+* over a stream of forecasts, the backbone is compiled static in the first
+  call's batch, variates, history (``scaling_prefix_length``) and KV-cache
+  sizes, and Dynamo specialises batch 1 and one variate: batch {1, more} x
+  variates {1, more} x prefill/decode, plus the static first graph, is past
+  the recompile limit of 8.  Marked dynamic up front (ints as ``DynamicInt``)
+  and with a single series run as two rows when the backbone is compiled, a
+  stream needs one graph per variates class and phase: 4.
 
 Measured with TotoHarness.workload (4 layers, 1 prefill + 16 and 8 decode
 steps; torch 2.13 CPU): upstream 25 graph breaks (+8 data-dependent ones
@@ -80,6 +87,8 @@ PATCHSET = PatchSet(
                 "flag_attr": "_host_empty",
                 # memory_efficient_attention gets no mask for the static buffers: keep its sliced read
                 "sliced_read_when": "use_memory_efficient_attention",
+                # the buffers hold batch x variates rows: one graph for every batch and variate count
+                "row_dims": [1],
             },
             after=("item-scalar",),  # matches the host slot lookup item-scalar writes
             why="KVCache.append asserts `end_idx <= self.max_seq_len` on a tensor and writes "
@@ -132,6 +141,33 @@ PATCHSET = PatchSet(
             "per step with torch.cat before calling the model: a recompile on the second step and "
             "again for every horizon",
         ),
+        *(Step(
+            codemod="dynamic-step-inputs",
+            files=("toto/inference/forecaster.py",),
+            options={"function": function, "calls": ["model"],
+                     "keywords": {"inputs": [0, 1], "input_padding_mask": [0, 1], "id_mask": [0, 1]},
+                     "ints": ["scaling_prefix_length"]},
+            why=f"{function} calls the backbone with the caller's batch x variates and the history length as "
+            "scaling_prefix_length: compiled static on the first call, the backbone recompiles for the next "
+            "forecast's batch, variates and history",
+        ) for function in ("generate_mean", "generate_samples")),
+        *(Step(
+            codemod="dynamic-step-inputs",
+            files=("toto/inference/forecaster.py",),
+            options={"function": function, "calls": ["allocate_kv_cache"], "ints": ["batch_size", "num_variates"],
+                     "gate": "self.model"},
+            why=f"{function} sizes the KV cache with batch_size and num_variates ints that KVCache.append checks "
+            "(`keys.shape[0] == self.batch_size * self.num_variates`): the first graph is specialised to them",
+        ) for function in ("generate_mean", "generate_samples")),
+        *(Step(
+            codemod="pad-single-row",
+            files=("toto/inference/forecaster.py",),
+            options={"function": "forecast", "calls": [call], "gate": "self.model", "factors": factors,
+                     "rows": ["inputs", "timestamp_seconds", "time_interval_seconds", "input_padding_mask", "id_mask", "future_exogenous_variables"]},
+            why=f"forecast on one series is a size-1 batch, which Dynamo specialises: with one variate or "
+            "more, and prefill or decode, 8 graph classes, past the recompile limit; batch rows never interact "
+            f"in the backbone, so with the backbone compiled {call} runs the series twice and keeps the first",
+        ) for call, factors in (("generate_mean", []), ("generate_samples", ["sampling_batch_size"]))),
     ),
     harness="patchkit.patches.toto:TotoHarness",
     aot_runtime="patchkit.patches.toto_aot:forecaster",

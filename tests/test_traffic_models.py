@@ -2,18 +2,21 @@
 
 Eager only, so no compile time: patched eager must equal upstream eager call by call (NaN placement and
 same-seed sampled paths included) through Chronos2Pipeline.predict, TotoForecaster.forecast (mean and
-sampled paths) and KronosPredictor.predict / predict_batch (top-p sampling).  One test runs today's
-patched Toto compiled (eager backend: Dynamo decides graphs before any backend runs) and pins that the
-traffic check catches its graphs over budget.
+sampled paths) and KronosPredictor.predict / predict_batch (top-p sampling).  The traffic tests run the
+patched models compiled (eager backend: Dynamo decides graphs before any backend runs) and hold each to its
+graph budget; one pins that the traffic check catches Toto patched without its batch fixes (recompile limit).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
 
 from patchkit import api, patches
+from patchkit.apply import apply as apply_patchset
 from patchkit.verify.traffic_report import compare_eager, verify_traffic
 
 
@@ -62,27 +65,69 @@ def test_kronos_traffic_holds_its_graph_budget(kronos_ws: Path):
     assert report.patched.steady_ok and not report.patched.recompile_limit_hit
 
 
-@pytest.mark.slow
-def test_traffic_catches_todays_toto_over_its_graph_budget(toto_ws: Path):
+#: the steps (and the cache option) that merge Toto's batch and variate classes into one graph per phase
+_TOTO_BATCH_FIXES = ("dynamic-step-inputs", "pad-single-row")
+
+
+def _toto_without_batch_fixes(toto_ws: Path, root: Path) -> tuple[Path, Path, object]:
+    """A workspace patched with the Toto patch set as it was before the batch fixes: the same pristine tree."""
     ps = patches.get("toto")
-    report, _ = verify_traffic(ps, *_trees(toto_ws, "toto"), "0.2.0", calls=6, patched_backend="eager")
-    budget = ps.traffic.graph_budget["backbone"]
+    steps = []
+    for step in ps.steps:
+        if step.codemod in _TOTO_BATCH_FIXES:
+            continue
+        if "row_dims" in step.options:
+            step = dataclasses.replace(step, options={k: v for k, v in step.options.items() if k != "row_dims"})
+        steps.append(step)
+    bare = dataclasses.replace(ps, steps=tuple(steps))
+    src = api.workspace(toto_ws)
+    ws = api.workspace(root)
+    shutil.copytree(src.pristine("toto"), ws.pristine("toto"))
+    for lock in src.vendor_dir.glob("toto*.json"):
+        shutil.copy2(lock, ws.vendor_dir / lock.name)
+    apply_patchset(ws, bare)
+    return ws.pristine("toto"), ws.patched("toto"), bare
+
+
+@pytest.mark.slow
+def test_traffic_catches_toto_without_its_batch_fixes(toto_ws: Path, tmp_path: Path):
+    """Without dynamic-step-inputs, pad-single-row and the cache's row_dims, patched Toto compiles a graph per
+    batch {1, more} x variates {1, more} x phase, plus a first graph static in the cache's sizes: on this profile
+    (single series with one variate and with several, in both phases) it hits the recompile limit and the rest of
+    the calls run eagerly.  verify must fail on it."""
+    pristine, patched, bare = _toto_without_batch_fixes(toto_ws, tmp_path / "bare")
+    report, _ = verify_traffic(bare, pristine, patched, "0.2.0", calls=24, seed=3, patched_backend="eager")
     (unit,) = report.patched.units
-    assert unit.graphs > budget and not unit.within_budget
-    assert not report.ok and any(f.startswith(f"backbone: {unit.graphs} graphs") for f in report.failures)
+    assert report.patched.recompile_limit_hit, (unit.graphs, report.patched.recompile_sites)
+    assert unit.graphs > bare.traffic.graph_budget["backbone"] and not unit.within_budget
+    assert not report.ok and any("recompile" in f for f in report.failures), report.failures
     assert "graph_breaks" in report.hazards_shown  # the upstream shows its hazard on the same calls
-    guards = " ".join(s["reason"] for s in report.patched.recompile_sites)
-    assert "size mismatch" in guards or "_host_empty" in guards
+
+
+@pytest.mark.slow
+def test_toto_traffic_holds_its_graph_budget(toto_ws: Path):
+    """The same 24 calls on the Toto patch set: one graph per variates {1, more} and phase (batch 1 runs as two
+    rows; the cache's sizes are dynamic from the first graph), within the budget of 2 per phase, no limit hit,
+    and the steady pass on new data recompiles nothing."""
+    ps = patches.get("toto")
+    report, _ = verify_traffic(ps, *_trees(toto_ws, "toto"), "0.2.0", calls=24, seed=3, patched_backend="eager")
+    (unit,) = report.patched.units
+    assert unit.graphs <= ps.traffic.graph_budget["backbone"] == 4, report.patched.recompile_sites
+    assert report.patched.steady_ok and not report.patched.recompile_limit_hit
+    assert report.upstream.recompiles > report.patched.recompiles
+    assert report.ok, report.failures
 
 
 @pytest.mark.slow
 def test_chronos2_traffic_holds_its_graph_budget(chronos_ws: Path):
-    """24 varied Chronos2Pipeline.predict calls (batch 1-8, histories around multiples of 16, unrolled horizons,
-    cross-learning): patched pipeline.model compiles 2 graphs (a batch-1 graph, then one dynamic graph) and the steady
-    pass recompiles nothing; the upstream recompiles on the same calls.  Eager backend: Dynamo decides graphs and
-    guards before any backend runs (the inductor figures are in the README)."""
+    """24 varied Chronos2Pipeline.predict calls (batch 1-8 with single series among them, histories around multiples
+    of 16, one-patch and unrolled horizons, cross-learning): patched pipeline.model compiles 2 graphs (one-patch
+    horizons, then every other call; single series share the batch's graph) and the steady pass recompiles nothing;
+    the upstream recompiles on the same calls.  Seed 3 draws single-series calls after the first call, which cost
+    two more graphs before pad-single-row and dynamic-step-inputs.  Eager backend: Dynamo decides graphs and guards
+    before any backend runs (the inductor figures are in the README)."""
     ps = patches.get("chronos2")
-    report, _ = verify_traffic(ps, *_trees(chronos_ws, "chronos2"), "2.3.2", calls=24, patched_backend="eager")
+    report, _ = verify_traffic(ps, *_trees(chronos_ws, "chronos2"), "2.3.2", calls=24, seed=3, patched_backend="eager")
     (unit,) = report.patched.units
     assert unit.graphs <= ps.traffic.graph_budget["model"] == 2, report.patched.recompile_sites
     assert report.patched.steady_ok and not report.patched.recompile_limit_hit
