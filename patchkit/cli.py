@@ -132,8 +132,9 @@ def apply(opts: Options, model: str, check: bool, diff: bool, force: bool) -> No
     if diff:
         click.echo(r.diff, nl=False)
         return
+    width = max((len(s.codemod) for s in r.steps), default=0)
     for s in r.steps:
-        click.echo(f"  {s.codemod:20s} {s.status:14s} {s.message}")
+        click.echo(f"  {s.codemod:{width}s} {s.status:14s} {s.message}")
     if check:
         if r.up_to_date:
             click.echo(f"{_rel(r.tree, opts.root)} is up to date ({r.model} {r.version})")
