@@ -84,13 +84,12 @@ def append_helpers(module: cst.Module, *sources: str) -> cst.Module:
     have = helper_names(module)
     body = list(module.body)
     for src in sources:
-        parsed = list(cst.parse_module(src.strip("\n") + "\n").body)
-        name = parsed[0].name.value  # type: ignore[attr-defined]
+        text = src.strip("\n").replace("\n", module.default_newline) + module.default_newline
+        stmts = list(cst.parse_module(text).body)
+        name = stmts[0].name.value  # type: ignore[attr-defined]
         if name in have:
             continue
         have.add(name)
-        text = src.strip("\n").replace("\n", module.default_newline) + module.default_newline
-        stmts = list(cst.parse_module(text).body)
         stmts[0] = stmts[0].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
         body.extend(stmts)
     return module.with_changes(body=body)
@@ -210,14 +209,35 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
             if not isinstance(value, str) or not value.isidentifier():
                 raise CodemodOptionError(f"codemod {self.NAME!r}: {key} must be an identifier")
 
-    def identifiers(self, key: str) -> tuple[str, ...]:
-        """Normalise option ``key`` to a non-empty tuple of identifiers (a bare string is one), or refuse it."""
+    def identifiers(self, key: str, *, required: bool = True) -> tuple[str, ...]:
+        """Normalise option ``key`` to a tuple of identifiers (a bare string is one; empty only when not
+        ``required``), or refuse it."""
         value = self.options[key]
         value = (value,) if isinstance(value, str) else tuple(value or ())
-        if not value or not all(isinstance(v, str) and v.isidentifier() for v in value):
-            raise CodemodOptionError(f"codemod {self.NAME!r}: {key} must name at least one identifier")
+        if (required and not value) or not all(isinstance(v, str) and v.isidentifier() for v in value):
+            raise CodemodOptionError(
+                f"codemod {self.NAME!r}: {key} must name {'at least one identifier' if required else 'identifiers'}"
+            )
         self.options[key] = value
         return value
+
+    def dims(self, value: Any, what: str, *, required: bool = True) -> tuple[int, ...]:
+        """``value`` (an int or a sequence of them) as a tuple of non-negative dimension indices, or refuse it."""
+        value = (value,) if isinstance(value, int) and not isinstance(value, bool) else tuple(value or ())
+        if (required and not value) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                               for d in value):
+            raise CodemodOptionError(f"codemod {self.NAME!r}: {what} must be non-negative indices")
+        return value
+
+    def expression(self, key: str) -> cst.BaseExpression | None:
+        """Option ``key`` (source text such as ``"self.model"``) parsed as an expression; None when not given."""
+        value = self.options[key]
+        if value is None:
+            return None
+        try:
+            return cst.parse_expression(value)
+        except (cst.ParserSyntaxError, TypeError):
+            raise CodemodOptionError(f"codemod {self.NAME!r}: {key} must be an expression (`self.model`)") from None
 
     @property
     def current_function(self) -> str | None:

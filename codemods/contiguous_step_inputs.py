@@ -67,13 +67,9 @@ class ContiguousStepInputs(StepCallCodemod):
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         o = self.options
-        o["args"] = tuple(o["args"])
+        o["args"] = self.dims(o["args"], "args (argument positions)", required=False)
         o["assigned"] = (o["assigned"],) if isinstance(o["assigned"], str) else tuple(o["assigned"])
-        o["keywords"] = (o["keywords"],) if isinstance(o["keywords"], str) else tuple(o["keywords"])
-        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in o["args"]):
-            raise CodemodOptionError("codemod 'contiguous-step-inputs': args must be non-negative positions")
-        if not all(isinstance(k, str) and k.isidentifier() for k in o["keywords"]):
-            raise CodemodOptionError("codemod 'contiguous-step-inputs': keywords must name keyword arguments")
+        self.identifiers("keywords", required=False)
         if not o["args"] and not o["assigned"] and not o["keywords"]:
             raise CodemodOptionError(
                 "codemod 'contiguous-step-inputs': give args (positions), keywords (names) or assigned (targets)"

@@ -76,21 +76,15 @@ class DynamicStepInputs(StepCallCodemod):
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         o = self.options
-        o["dims"] = _dims(o["dims"], "dims")
+        o["dims"] = self.dims(o["dims"], "dims")
         if not isinstance(o["keywords"], dict) or not all(isinstance(k, str) and k.isidentifier() for k in o["keywords"]):
             raise CodemodOptionError("codemod 'dynamic-step-inputs': keywords must map argument names to dims")
-        o["keywords"] = {k: _dims(v, f"keywords[{k!r}]") for k, v in o["keywords"].items()}
+        o["keywords"] = {k: self.dims(v, f"keywords[{k!r}]") for k, v in o["keywords"].items()}
         if not isinstance(o["assigned"], dict) or not all(isinstance(k, str) for k in o["assigned"]):
             raise CodemodOptionError("codemod 'dynamic-step-inputs': assigned must map assignment targets to dims")
-        o["assigned"] = {k: _dims(v, f"assigned[{k!r}]") for k, v in o["assigned"].items()}
-        o["ints"] = (o["ints"],) if isinstance(o["ints"], str) else tuple(o["ints"])
-        if not all(isinstance(k, str) and k.isidentifier() for k in o["ints"]):
-            raise CodemodOptionError("codemod 'dynamic-step-inputs': ints must name keyword arguments")
-        if o["gate"] is not None:
-            try:
-                o["gate"] = cst.parse_expression(o["gate"])
-            except (cst.ParserSyntaxError, TypeError):
-                raise CodemodOptionError("codemod 'dynamic-step-inputs': gate must be an expression (`self.model`)") from None
+        o["assigned"] = {k: self.dims(v, f"assigned[{k!r}]") for k, v in o["assigned"].items()}
+        self.identifiers("ints", required=False)
+        o["gate"] = self.expression("gate")
         self._helpers: list[str] = []
 
     def _need(self, src: str) -> None:
@@ -106,11 +100,13 @@ class DynamicStepInputs(StepCallCodemod):
             self.record_already(original_node, f"`{target} = {src}` already marked dynamic")
             return updated_node
         dims = self.options["assigned"][target]
-        self._need(_HELPER_SRC)
         self.record(original_node, f"`{target} = {src}` marked dynamic in dims {list(dims)}")
-        return updated_node.with_changes(value=cst.Call(
-            func=cst.Name(HELPER), args=[cst.Arg(updated_node.value), cst.Arg(cst.parse_expression(repr(list(dims))))]
-        ))
+        return updated_node.with_changes(value=self._mark(updated_node.value, dims))
+
+    def _mark(self, value: cst.BaseExpression, dims: tuple[int, ...]) -> cst.Call:
+        """``_patchkit_mark_dynamic(value, [dims])``, with the helper queued for the module."""
+        self._need(_HELPER_SRC)
+        return cst.Call(func=cst.Name(HELPER), args=[cst.Arg(value), cst.Arg(cst.parse_expression(repr(list(dims))))])
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
         o = self.options
@@ -142,9 +138,7 @@ class DynamicStepInputs(StepCallCodemod):
             if m.matches(arg.value, m.Call(func=m.Name(HELPER))):
                 self.record_already(original_node, f"{call_name} {where} `{src}` already marked dynamic")
                 continue
-            wrapped = cst.Call(func=cst.Name(HELPER), args=[cst.Arg(arg.value), cst.Arg(cst.parse_expression(repr(list(dims))))])
-            args[i] = arg.with_changes(value=wrapped)
-            self._need(_HELPER_SRC)
+            args[i] = arg.with_changes(value=self._mark(arg.value, dims))
             self.record(original_node, f"{call_name} {where} `{src}` marked dynamic in dims {list(dims)}")
         return updated_node.with_changes(args=args)
 
@@ -155,9 +149,3 @@ class DynamicStepInputs(StepCallCodemod):
         self.require_import("sys")
         return append_helpers(updated_node, *self._helpers)
 
-
-def _dims(value: Any, what: str) -> tuple[int, ...]:
-    value = (value,) if isinstance(value, int) and not isinstance(value, bool) else tuple(value or ())
-    if not value or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
-        raise CodemodOptionError(f"codemod 'dynamic-step-inputs': {what} must be non-negative dimension indices")
-    return value

@@ -7,7 +7,7 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import (IS_COMPILED_SRC, PAD_SINGLE_ROW_HELPER, ROUTED, CodemodOptionError, StepCallCodemod,
+from .base import (IS_COMPILED_SRC, PAD_SINGLE_ROW_HELPER, ROUTED, StepCallCodemod,
                    append_helpers, code)
 
 HELPER = PAD_SINGLE_ROW_HELPER
@@ -84,17 +84,11 @@ class PadSingleRow(StepCallCodemod):
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
         o = self.options
-        for key in ("rows", "distinct", "outputs", "factors"):
-            o[key] = (o[key],) if isinstance(o[key], str) else tuple(o[key] or ())
-            if not all(isinstance(v, str) and v.isidentifier() for v in o[key]):
-                raise CodemodOptionError(f"codemod 'pad-single-row': {key} must name keyword arguments")
-        if o["gate"] is not None:
-            try:
-                o["gate"] = code(cst.parse_expression(o["gate"]))
-            except (cst.ParserSyntaxError, TypeError):
-                raise CodemodOptionError("codemod 'pad-single-row': gate must be an expression (`self.model`)") from None
-        if not o["rows"]:
-            raise CodemodOptionError("codemod 'pad-single-row': rows must name at least one keyword tensor")
+        self.identifiers("rows")
+        for key in ("distinct", "outputs", "factors"):
+            self.identifiers(key, required=False)
+        gate = self.expression("gate")
+        o["gate"] = None if gate is None else code(gate)
         self._wrapped = False
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:

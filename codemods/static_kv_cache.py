@@ -8,7 +8,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
 
-from .base import CodemodOptionError, PatchkitCodemod
+from .base import PatchkitCodemod
 from .base import code as _code
 from .base import IS_COMPILING, IS_COMPILING_CODE as _IS_COMPILING
 
@@ -95,11 +95,7 @@ class StaticKvCache(PatchkitCodemod):
         super().__init__(context, **options)
         self.identifier("class_name", "keys_attr", "values_attr", "index_attr", "max_len_attr", "init_method",
                         "append_method", "reset_method", "position_method", "read_method", "empty_method", "flag_attr")
-        rows = self.options["row_dims"]
-        rows = (rows,) if isinstance(rows, int) and not isinstance(rows, bool) else tuple(rows or ())
-        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in rows):
-            raise CodemodOptionError("codemod 'static-kv-cache': row_dims must be non-negative dimension indices")
-        self.options["row_dims"] = rows
+        self.options["row_dims"] = self.dims(self.options["row_dims"], "row_dims", required=False)
         self._depth = 0  # function nesting inside the target class
         self._in_target = False
         self._method = ""
