@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .base import CodemodOptionError, CodemodResult, PatchkitCodemod, Site, run_codemod
 from .branch_free_pad import BranchFreePad
+from .chunked_reduction import ChunkedReduction
 from .clone_step_output import CloneStepOutput
 from .contiguous_step_inputs import ContiguousStepInputs
 from .cudagraph_step import CudagraphStep
@@ -27,6 +28,7 @@ ALL: tuple[type[PatchkitCodemod], ...] = (
     # validation guards and shape branches
     IsnanGuard,
     BranchFreePad,
+    ChunkedReduction,
     # KV caches and their call sites
     ItemScalar,
     StaticKvCache,

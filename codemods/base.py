@@ -258,6 +258,32 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
         self.already.append(Site(self._line(node), construct))
 
 
+class ScopedCodemod(PatchkitCodemod):
+    """Base for codemods that rewrite inside one named function (option ``function``), of one class when option
+    ``class_name`` is given: ``in_scope()`` says whether the transform is there now."""
+
+    def __init__(self, context: CodemodContext, **options: Any) -> None:
+        super().__init__(context, **options)
+        self.identifier("function")
+        if self.options["class_name"] is not None:
+            self.identifier("class_name")
+        #: names of the enclosing class definitions, innermost last
+        self.class_stack: list[str] = []
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.class_stack.append(node.name.value)
+
+    def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
+        self.class_stack.pop()
+        return updated_node
+
+    def in_scope(self) -> bool:
+        o = self.options
+        if self.current_function != o["function"]:
+            return False
+        return o["class_name"] is None or (bool(self.class_stack) and self.class_stack[-1] == o["class_name"])
+
+
 class StepCallCodemod(PatchkitCodemod):
     """Base for codemods that rewrite calls to named step functions inside one named function.
 

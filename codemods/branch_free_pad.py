@@ -9,7 +9,7 @@ import libcst.matchers as m
 
 from .base import IS_COMPILING as _IS_COMPILING_CALL
 from .base import IS_COMPILING_CODE as _IS_COMPILING
-from .base import CodemodOptionError, PatchkitCodemod
+from .base import ScopedCodemod
 from .base import code as _code
 
 
@@ -63,7 +63,7 @@ def _pad_shape(body: cst.BaseSuite) -> tuple[str, str, str] | None:
     return None
 
 
-class BranchFreePad(PatchkitCodemod):
+class BranchFreePad(ScopedCodemod):
     """Pad to a multiple of ``B`` without a Python branch on ``A % B`` while compiling.
 
     Hazard: ``if A % B != 0:`` followed by a pad of ``B - (A % B)`` elements
@@ -90,25 +90,7 @@ class BranchFreePad(PatchkitCodemod):
 
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
-        o = self.options
-        self.identifier("function")
-        if o["class_name"] is not None and not (isinstance(o["class_name"], str) and o["class_name"].isidentifier()):
-            raise CodemodOptionError("codemod 'branch-free-pad': class_name must be an identifier")
-        self.classes: list[str] = []
         self._kept: set[int] = set()
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
-        self.classes.append(node.name.value)
-
-    def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef) -> cst.ClassDef:
-        self.classes.pop()
-        return updated_node
-
-    def _in_scope(self) -> bool:
-        o = self.options
-        if self.current_function != o["function"]:
-            return False
-        return o["class_name"] is None or (bool(self.classes) and self.classes[-1] == o["class_name"])
 
     def visit_If(self, node: cst.If) -> None:
         # `if torch.compiler.is_compiling(): ... elif A % B != 0:` is this codemod's own output: its elif stays
@@ -116,7 +98,7 @@ class BranchFreePad(PatchkitCodemod):
             self._kept.add(id(node.orelse))
 
     def leave_If(self, original_node: cst.If, updated_node: cst.If) -> cst.If:
-        if not self._in_scope():
+        if not self.in_scope():
             return updated_node
         test = updated_node.test
         if id(original_node) in self._kept:

@@ -10,7 +10,9 @@ calls the compiled model also recompiled on the NaN-padding branch
 truncated context, on the first call's static batch, history and
 ``num_output_patches``, and on batch 1 (Dynamo specialises size 1): fixed by
 copies to canonical strides, dynamic marks up front, and a single series run as
-two rows (the copy in a group of its own) when the model is compiled.  And for horizons past one pass
+two rows (the copy in a group of its own) when the model is compiled.  With inductor on CPU, histories
+longer than 4096 compiled a graph of their own (the normaliser's float sum switches to a cascade sum there,
+guarded on the length): compiled code now sums it in chunks.  And for horizons past one pass
 (``max_output_patches × output_patch_size``), ``Chronos2Pipeline`` keeps each
 ``_predict_step`` output while it calls the model again, which a CUDA-graph
 replay overwrites under ``mode="reduce-overhead"``.
@@ -55,6 +57,14 @@ PATCHSET = PatchSet(
             why="Patch.forward pads the context with NaN only `if length % self.patch_size != 0`: with a dynamic "
             "history length Dynamo guards on `context.size()[1] % 16`, and a stream of histories compiles one graph "
             "for multiples of 16 and another for the rest",
+        ),
+        Step(
+            codemod="chunked-reduction",
+            files=("chronos/chronos_bolt.py",),
+            options={"function": "forward", "class_name": "InstanceNorm", "reductions": ["nanmean"]},
+            why="InstanceNorm.forward averages the whole history (`torch.nanmean(x, dim=-1)`, twice): inductor's "
+            "CPU code uses a cascade sum past 4096 elements and guards on it (`s7 <= 4096`), so histories up to "
+            "4096 and longer ones (the context is 8192) compiled separate graphs",
         ),
         Step(
             codemod="contiguous-step-inputs",

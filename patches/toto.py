@@ -19,7 +19,11 @@ Hazards, all on the KV-cache decode path of ``TotoForecaster.forecast``
   variates {1, more} x prefill/decode, plus the static first graph, is past
   the recompile limit of 8.  Marked dynamic up front (ints as ``DynamicInt``)
   and with a single series run as two rows when the backbone is compiled, a
-  stream needs one graph per variates class and phase: 4.
+  stream needs one graph per variates class and phase: 4;
+* with inductor on CPU, the scaler's float32 sum over the whole history
+  switches to a cascade sum past 4096 elements, guarded on the length:
+  histories past 4096 steps doubled those graphs (compiled code now sums it
+  in chunks).
 
 Measured with TotoHarness.workload (4 layers, 1 prefill + 16 and 8 decode
 steps; torch 2.13 CPU): upstream 25 graph breaks (+8 data-dependent ones
@@ -168,6 +172,16 @@ PATCHSET = PatchSet(
             "more, and prefill or decode, 8 graph classes, past the recompile limit; batch rows never interact "
             f"in the backbone, so with the backbone compiled {call} runs the series twice and keeps the first",
         ) for call, factors in (("generate_mean", []), ("generate_samples", ["sampling_batch_size"]))),
+        Step(
+            codemod="chunked-reduction",
+            files=("toto/model/scaler.py",),
+            options={"function": "compute_causal_statistics", "reductions": ["sum"], "dims": ["dim"]},
+            why="with stabilize_with_global, compute_causal_statistics sums the float32 weights over the whole "
+            "history (`(weights * padding_mask).sum(dim, keepdim=True)`, dim asserted -1): inductor's CPU code uses "
+            "a cascade sum past 4096 elements and guards on it (`weights.size()[2] <= 4096`), so histories past "
+            "4096 steps compiled graphs of their own in both phases (its float64 sums take no such helper and "
+            "run as upstream's when compiled)",
+        ),
     ),
     harness="patchkit.patches.toto:TotoHarness",
     aot_runtime="patchkit.patches.toto_aot:forecaster",

@@ -253,7 +253,7 @@ def test_apply_parses_only_the_files_its_steps_name(chronos_ws: Path):
     """Why apply stays fast (timings live in benchmarks/, not in tests)."""
     r = api.apply("chronos2", root=chronos_ws, check=True)
     # one outcome per (step, named file): the 30-odd other files of the package are never parsed
-    assert sum(len(s.outcomes) for s in r.steps) == sum(len(s.files) for s in patches.get("chronos2").steps) == 6
+    assert sum(len(s.outcomes) for s in r.steps) == sum(len(s.files) for s in patches.get("chronos2").steps) == 7
 
 
 def test_sites_are_numbered_in_upstream_lines():
