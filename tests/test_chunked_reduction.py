@@ -25,17 +25,22 @@ class InstanceNorm(torch.nn.Module):
 """
 
 
-def _module(source: str, name: str) -> type:
+def _namespace(source: str, name: str) -> dict:
     namespace: dict = {"__name__": name}
     exec(compile(source, f"<{name}>", "exec"), namespace)  # noqa: S102 - our fixture and the codemod's output
-    return namespace["InstanceNorm"]
+    return namespace
 
 
-def _classes() -> tuple[type, type]:
+def _rewritten() -> str:
     result = run_codemod(REGISTRY["chunked-reduction"], _SOURCE,
                          options={"function": "forward", "class_name": "InstanceNorm"})
     assert len(result.matches) == 4
-    return _module(_SOURCE, "upstream_norm"), _module(result.code, "patched_norm")
+    return result.code
+
+
+def _classes() -> tuple[type, type]:
+    return (_namespace(_SOURCE, "upstream_norm")["InstanceNorm"],
+            _namespace(_rewritten(), "patched_norm")["InstanceNorm"])
 
 
 def _inputs(length: int, dtype=torch.float32) -> torch.Tensor:
@@ -70,10 +75,7 @@ def test_eager_raises_what_upstream_raises():
 
 @pytest.mark.parametrize("reduction", ["sum", "nansum", "mean", "nanmean"])
 def test_helper_matches_the_torch_reduction(reduction):
-    ns: dict = {}
-    result = run_codemod(REGISTRY["chunked-reduction"], _SOURCE, options={"function": "forward"})
-    exec(compile(result.code, "<helpers>", "exec"), ns)  # noqa: S102
-    helper = ns["_patchkit_chunked_reduce"]
+    helper = _namespace(_rewritten(), "helpers")["_patchkit_chunked_reduce"]
     for length in (1, 255, 256, 257, 4097, 9000):
         for dim, keepdim, dtype in ((-1, True, torch.float32), (2, False, torch.float32), (0, True, torch.float32),
                                     (-1, False, torch.bfloat16), (-1, True, torch.float64)):
