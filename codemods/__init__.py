@@ -14,6 +14,7 @@ from .contiguous_step_inputs import ContiguousStepInputs
 from .cudagraph_step import CudagraphStep
 from .decode_prefix_slice import DecodePrefixSlice
 from .dynamic_step_inputs import DynamicStepInputs
+from .eager_when import EagerWhen
 from .isnan_guard import IsnanGuard
 from .item_scalar import ItemScalar
 from .kv_cache_callsites import KvCacheCallsites
@@ -43,6 +44,7 @@ ALL: tuple[type[PatchkitCodemod], ...] = (
     ContiguousStepInputs,
     DynamicStepInputs,
     PadSingleRow,
+    EagerWhen,
     # decode-loop work
     StepCache,
 )

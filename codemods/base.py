@@ -70,7 +70,10 @@ def {IS_COMPILED_HELPER}(step):
 
 #: ``_patchkit_pad_single_row(step, ...)``: a step callee routed through pad-single-row's helper.
 PAD_SINGLE_ROW_HELPER = "_patchkit_pad_single_row"
-ROUTED = m.Call(func=m.Name(PAD_SINGLE_ROW_HELPER))
+#: ``_patchkit_eager_when(step, lambda: ...)``: a step callee routed through eager-when's helper.
+EAGER_WHEN_HELPER = "_patchkit_eager_when"
+#: a step callee routed through either helper: ``ROUTER(f, ...)``
+ROUTED = m.Call(func=m.OneOf(m.Name(PAD_SINGLE_ROW_HELPER), m.Name(EAGER_WHEN_HELPER)))
 
 
 def helper_names(module: cst.Module) -> set[str]:
@@ -317,11 +320,28 @@ class StepCallCodemod(PatchkitCodemod):
     @staticmethod
     def callee(node: cst.Call) -> cst.BaseExpression:
         """What ``node`` calls: ``f`` for ``f(...)`` and for ``ROUTER(f, ...)(...)``, a step call that a codemod
-        routed through a helper (``pad-single-row``), so codemods compose in any order."""
+        routed through a helper (``pad-single-row``, ``eager-when``; nested too), so codemods compose in any order."""
         func = node.func
-        if m.matches(func, ROUTED) and func.args:  # type: ignore[union-attr]
-            return func.args[0].value  # type: ignore[union-attr]
+        while m.matches(func, ROUTED) and func.args:  # type: ignore[union-attr]
+            func = func.args[0].value  # type: ignore[union-attr]
         return func
+
+    @staticmethod
+    def routed_through(node: cst.Call, helper: str) -> bool:
+        """Is ``node``'s callee already routed through ``helper``, directly or under another router?"""
+        func = node.func
+        while m.matches(func, ROUTED) and func.args:  # type: ignore[union-attr]
+            if m.matches(func.func, m.Name(helper)):  # type: ignore[union-attr]
+                return True
+            func = func.args[0].value  # type: ignore[union-attr]
+        return False
+
+    def append_step_helpers(self, module: cst.Module, *helpers: str) -> cst.Module:
+        """``module`` with ``helpers`` (source texts, ``is_compiled`` among them as needed) appended once, and the
+        ``torch`` and ``sys`` imports they use."""
+        self.require_import("torch")
+        self.require_import("sys")
+        return append_helpers(module, *helpers)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import IS_COMPILED_HELPER, IS_COMPILED_SRC, CodemodOptionError, StepCallCodemod, append_helpers, code
+from .base import IS_COMPILED_HELPER, IS_COMPILED_SRC, CodemodOptionError, StepCallCodemod, code
 
 HELPER = "_patchkit_mark_dynamic"
 
@@ -145,7 +145,5 @@ class DynamicStepInputs(StepCallCodemod):
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
         if not self._helpers:
             return updated_node
-        self.require_import("torch")
-        self.require_import("sys")
-        return append_helpers(updated_node, *self._helpers)
+        return self.append_step_helpers(updated_node, *self._helpers)
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import libcst as cst
-import libcst.matchers as m
 
-from .base import (IS_COMPILED_SRC, PAD_SINGLE_ROW_HELPER, ROUTED, StepCallCodemod,
-                   append_helpers, code)
+from .base import IS_COMPILED_SRC, PAD_SINGLE_ROW_HELPER, StepCallCodemod, code
 
 HELPER = PAD_SINGLE_ROW_HELPER
 
@@ -95,7 +93,7 @@ class PadSingleRow(StepCallCodemod):
         call_name = self.step_call(original_node)
         if call_name is None:
             return updated_node
-        if m.matches(updated_node.func, ROUTED):
+        if self.routed_through(updated_node, HELPER):
             self.record_already(original_node, f"{call_name}(...) already pads a single row")
             return updated_node
         o = self.options
@@ -110,6 +108,4 @@ class PadSingleRow(StepCallCodemod):
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
         if not self._wrapped:
             return updated_node
-        self.require_import("torch")
-        self.require_import("sys")
-        return append_helpers(updated_node, _HELPER_SRC, IS_COMPILED_SRC)
+        return self.append_step_helpers(updated_node, _HELPER_SRC, IS_COMPILED_SRC)

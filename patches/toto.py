@@ -20,6 +20,11 @@ Hazards, all on the KV-cache decode path of ``TotoForecaster.forecast``
   the recompile limit of 8.  Marked dynamic up front (ints as ``DynamicInt``)
   and with a single series run as two rows when the backbone is compiled, a
   stream needs one graph per variates class and phase: 4;
+* a one-patch history (64 steps) is a patch count of 1, which the linear
+  layers' reshape view checks specialise (``Ne(b*v*(T//64), b)``): its
+  prefill compiled a third prefill class.  With the backbone compiled, that
+  one prefill (one patch through the backbone) runs the backbone's eager
+  code (``eager-when``) and its decode steps the compiled graph;
 * with inductor on CPU, the scaler's float32 sum over the whole history
   switches to a cascade sum past 4096 elements, guarded on the length:
   histories past 4096 steps doubled those graphs (compiled code now sums it
@@ -172,6 +177,17 @@ PATCHSET = PatchSet(
             "more, and prefill or decode, 8 graph classes, past the recompile limit; batch rows never interact "
             f"in the backbone, so with the backbone compiled {call} runs the series twice and keeps the first",
         ) for call, factors in (("generate_mean", []), ("generate_samples", ["sampling_batch_size"]))),
+        *(Step(
+            codemod="eager-when",
+            files=("toto/inference/forecaster.py",),
+            options={"function": function, "calls": ["model"], "when": f"{given}.shape[-1] == patch_size"},
+            why="a one-patch history (64 steps) is a patch count of 1, which Dynamo specialises (the reshape view "
+            "checks of the linear layers, `Ne(b*v*(T//64), b)`, broadcasting, einops): its prefill compiled a graph "
+            "of its own, a third prefill class beside one variate and the rest; padding it is not exact (Toto "
+            "attends to padded patches), so with the backbone compiled that one prefill (one patch through the "
+            "backbone, the cheapest call there is) runs the backbone's eager code and its decode steps the "
+            "compiled graph",
+        ) for function, given in (("generate_mean", "inputs"), ("generate_samples", "batch_inputs"))),
         Step(
             codemod="chunked-reduction",
             files=("toto/model/scaler.py",),

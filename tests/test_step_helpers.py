@@ -161,3 +161,51 @@ def test_pad_single_row_gated_on_the_compiled_module_and_skipped_when_rows_are_m
     assert seen[-1] == 2 and torch.equal(out, x * 2)  # one row, one copy each: padded to two
     out = pad(generate, ("x",), factors=("repeat",), compiled=compiled_module)(x=x, repeat=3)
     assert seen[-1] == 3 and torch.equal(out, x * 2)  # three rows reach the module already: as is
+
+
+def test_eager_when_leaves_eager_calls_alone_and_runs_matching_compiled_calls_without_a_graph():
+    ns = _helpers("eager-when", {"when": "x.shape[-1] <= 8"})
+    route = ns["_patchkit_eager_when"]
+    model = _RowWise()
+
+    def never():
+        raise AssertionError("an eager callee must not evaluate `when`")
+
+    assert route(model, never) is model  # eager: upstream's callee, the condition never evaluated
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(_RowWise(), backend=counter)
+    ids = torch.arange(2)
+    graphs = []
+    for length in (40, 8, 33, 5):
+        x = torch.randn(2, length)
+        got = ns["step_call"](compiled, x, ids, 3)
+        assert torch.equal(got.preds, model(x=x, ids=ids, n=3).preds)
+        graphs.append(counter.frame_count)
+    # 40 compiles a graph and 33 a second (static at first, then dynamic); 8 and 5 match `when`: none
+    assert graphs == [1, 1, 2, 2]
+
+
+def test_eager_when_gated_on_the_compiled_module():
+    ns = _helpers("eager-when", {"when": "x.shape[-1] <= 8", "gate": "model"})
+    route = ns["_patchkit_eager_when"]
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(_RowWise(), backend=counter)
+
+    def generate(x):  # eager code around the compiled module
+        return compiled(x=x, ids=torch.arange(x.shape[0]), n=2)
+
+    assert route(generate, lambda: True, compiled=_RowWise()) is generate
+    route(generate, lambda: True, compiled=compiled)(torch.randn(2, 4))
+    assert counter.frame_count == 0  # matched: the compiled module ran its eager code
+    route(generate, lambda: False, compiled=compiled)(torch.randn(2, 40))
+    assert counter.frame_count == 1
+
+
+def test_eager_when_refuses_a_missing_or_broken_condition():
+    from patchkit.codemods.base import CodemodOptionError
+
+    for when in (None, "x.shape[", 3):
+        with pytest.raises(CodemodOptionError, match="when must be an expression"):
+            run_codemod(REGISTRY["eager-when"], _SOURCE,
+                        options={"function": "step_call", "calls": ["model"], "when": when})

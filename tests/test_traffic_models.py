@@ -133,3 +133,67 @@ def test_chronos2_traffic_holds_its_graph_budget(chronos_ws: Path):
     assert report.patched.steady_ok and not report.patched.recompile_limit_hit
     assert report.upstream.recompiles > report.patched.recompiles
     assert report.ok, report.failures
+
+
+#: calls (batch, variates, patches of history, patches of horizon, samples): one-patch histories (mean and sampled
+#: paths, one variate and several) among longer ones, single series, one variate
+_TOTO_ONE_PATCH_CALLS = ((2, 3, 5, 2, 0), (2, 3, 1, 2, 0), (3, 1, 7, 3, 0), (2, 1, 1, 1, 0), (1, 1, 3, 2, 0),
+                         (4, 5, 2, 1, 0), (1, 2, 1, 2, 4), (2, 1, 1, 2, 3))
+
+_TOTO_ONE_PATCH_PROBE = """
+import json, sys, pathlib
+import numpy as np, torch
+tree = pathlib.Path(sys.argv[1])
+sys.path.insert(0, str(tree))
+from torch._dynamo.utils import counters
+from patchkit.patches.toto import TotoHarness
+from patchkit.verify.traffic import Call
+h = TotoHarness(tree)
+stride = int(h.backbone.patch_embed.stride)
+compiled = h.serve(lambda m, name=None: torch.compile(m, backend="eager"))
+eager = h.serve(lambda m, name=None: m)
+out = []
+for i, (b, v, p, hz, s) in enumerate(json.loads(sys.argv[2])):
+    call = Call(index=i, batch=b, history=p * stride, horizon=hz * stride, variates=v, samples=s,
+                options={"sampled": s > 0})
+    torch.manual_seed(i)
+    got = compiled(call, i)
+    torch.manual_seed(i)
+    want = eager(call, i)
+    g, w = (got.point, want.point) if s == 0 else (got.samples, want.samples)
+    out.append({"graphs": counters["stats"]["unique_graphs"], "max_abs": float(np.abs(g - w).max())})
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _toto_one_patch_probe(tree: Path) -> list[dict]:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _TOTO_ONE_PATCH_PROBE, str(tree), json.dumps(_TOTO_ONE_PATCH_CALLS)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.mark.slow
+def test_toto_one_patch_histories_cost_no_graph(toto_ws: Path, tmp_path: Path):
+    """A one-patch history is a patch count of 1, which Dynamo specialises: without eager-when its prefill compiles
+    graphs of its own (one per variates class), past two per phase.  With it, the one-patch prefill runs the backbone's
+    eager code and its decode steps the compiled graph: 4 graphs (prefill and decode, one variate and several), and
+    every call, mean and same-seed sampled paths, equals the eager forecaster exactly (Dynamo's eager backend)."""
+    patched = _toto_one_patch_probe(api.workspace(toto_ws).patched("toto"))
+    assert [r["graphs"] for r in patched][-1] == 4, patched
+    assert all(r["max_abs"] == 0.0 for r in patched), patched
+
+    ps = patches.get("toto")
+    bare = dataclasses.replace(ps, steps=tuple(s for s in ps.steps if s.codemod != "eager-when"))
+    src, ws = api.workspace(toto_ws), api.workspace(tmp_path / "bare")
+    shutil.copytree(src.pristine("toto"), ws.pristine("toto"))
+    for lock in src.vendor_dir.glob("toto*.json"):
+        shutil.copy2(lock, ws.vendor_dir / lock.name)
+    apply_patchset(ws, bare)
+    without = _toto_one_patch_probe(ws.patched("toto"))
+    assert without[-1]["graphs"] > 4, without  # one-patch prefills: graphs of their own

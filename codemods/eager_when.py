@@ -1,0 +1,92 @@
+"""eager-when: run one narrow class of compiled step calls as eager code, so it does not cost a graph of its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import libcst as cst
+
+from .base import EAGER_WHEN_HELPER, IS_COMPILED_SRC, CodemodOptionError, StepCallCodemod, code
+
+HELPER = EAGER_WHEN_HELPER
+
+_HELPER_SRC = f'''
+
+def {HELPER}(step, when, compiled=None):
+    """patchkit eager-when: ``step`` itself unless it (or ``compiled``, the module it calls) runs under torch.compile
+    and ``when()`` holds; then the call runs under ``torch.compiler.set_stance("force_eager")``: the compiled
+    module's own eager code, no graph compiled or looked up.  ``when`` is only called for a compiled step."""
+    if not _patchkit_is_compiled(step if compiled is None else compiled) or not when():
+        return step
+
+    def call(*args, **kwargs):
+        with torch.compiler.set_stance("force_eager"):
+            return step(*args, **kwargs)
+
+    return call
+'''
+
+
+class EagerWhen(StepCallCodemod):
+    """Run the calls of a compiled step that match a narrow condition as eager code.
+
+    Hazard: Dynamo specialises every size-1 dim, including one derived from
+    an input (a patch count of ``T // 64`` when a history is one patch long):
+    the reshape view checks in ``F.linear``, elementwise broadcasting and
+    einops rearranges all guard on it (``Ne(b*v*(T//64), b)``), so the
+    smallest call a service sends compiles a graph of its own beside the
+    general one, and a budget of two graphs per phase is gone.  Neither
+    ``backed_size_oblivious`` (the view checks still guard) nor unbacked sizes
+    (``scaled_dot_product_attention`` raises on data-dependent checks) removes
+    it, and padding the input is not exact when the model attends to padding.
+
+    Inside the function named ``function``, each call ``<callee>(...)`` to one
+    of ``calls`` becomes ``_patchkit_eager_when(<callee>, lambda: <when>)(...)``,
+    a helper appended to the module once.  It returns the callee itself unless
+    the callee (or ``gate``, source text such as ``"self.model"``) runs under
+    ``torch.compile`` and the condition ``when`` (source text, evaluated in the
+    caller's scope at the call) holds; then the call runs under
+    ``torch.compiler.set_stance("force_eager")``, the public way to run a
+    compiled module's eager code.  Eager runs never evaluate ``when``: their
+    calls, values and errors are upstream's.  Compiled, the matching calls
+    return upstream's eager values (no compiled drift) and cost no compile;
+    they are not faster than eager.  The condition is model knowledge and
+    belongs in the patch set; it should name a class of calls that is cheap
+    in eager (one patch through the model), or the trade is a bad one.  Calls
+    already routed are reported as already fixed.
+    """
+
+    NAME = "eager-when"
+    DESCRIPTION = "Run the compiled step calls that match a narrow condition as eager code, so they cost no graph."
+    LOOKS_FOR = "calls to the named step functions inside the named function"
+    OPTIONS: dict[str, Any] = {"function": None, "calls": (), "when": None, "gate": None}
+
+    def __init__(self, context, **options: Any) -> None:
+        super().__init__(context, **options)
+        o = self.options
+        when = self.expression("when")
+        if when is None:
+            raise CodemodOptionError(f"codemod {self.NAME!r}: when must be an expression (`x.shape[-1] == 64`)")
+        o["when"] = code(when)
+        gate = self.expression("gate")
+        o["gate"] = None if gate is None else code(gate)
+        self._wrapped = False
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
+        call_name = self.step_call(original_node)
+        if call_name is None:
+            return updated_node
+        o = self.options
+        if self.routed_through(updated_node, HELPER):
+            self.record_already(original_node, f"{call_name}(...) already runs eagerly when `{o['when']}`")
+            return updated_node
+        gate = f", compiled={o['gate']}" if o["gate"] else ""
+        router = cst.parse_expression(f"{HELPER}({code(updated_node.func)}, lambda: {o['when']}{gate})")
+        self._wrapped = True
+        self.record(original_node, f"{call_name}(...) -> eager when `{o['when']}`")
+        return updated_node.with_changes(func=router)
+
+    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
+        if not self._wrapped:
+            return updated_node
+        return self.append_step_helpers(updated_node, _HELPER_SRC, IS_COMPILED_SRC)
