@@ -20,6 +20,9 @@ def {HELPER}(step, when, compiled=None):
         return step
 
     def call(*args, **kwargs):
+        from torch._dynamo.utils import counters
+
+        counters["patchkit"]["eager_when"] += 1  # verify reports these calls beside the graphs
         with torch.compiler.set_stance("force_eager"):
             return step(*args, **kwargs)
 
@@ -50,7 +53,9 @@ class EagerWhen(StepCallCodemod):
     compiled module's eager code.  Eager runs never evaluate ``when``: their
     calls, values and errors are upstream's.  Compiled, the matching calls
     return upstream's eager values (no compiled drift) and cost no compile;
-    they are not faster than eager.  The condition is model knowledge and
+    they are not faster than eager.  Each such call is counted in Dynamo's
+    ``counters["patchkit"]["eager_when"]``, which ``verify --traffic`` reports
+    beside the graphs.  The condition is model knowledge and
     belongs in the patch set; it should name a class of calls that is cheap
     in eager (one patch through the model), or the trade is a bad one.  Calls
     already routed are reported as already fixed.

@@ -176,6 +176,9 @@ def test_eager_when_leaves_eager_calls_alone_and_runs_matching_compiled_calls_wi
     counter = torch._dynamo.testing.CompileCounter()
     compiled = torch.compile(_RowWise(), backend=counter)
     ids = torch.arange(2)
+    from torch._dynamo.utils import counters
+
+    counters["patchkit"].clear()
     graphs = []
     for length in (40, 8, 33, 5):
         x = torch.randn(2, length)
@@ -184,6 +187,7 @@ def test_eager_when_leaves_eager_calls_alone_and_runs_matching_compiled_calls_wi
         graphs.append(counter.frame_count)
     # 40 compiles a graph and 33 a second (static at first, then dynamic); 8 and 5 match `when`: none
     assert graphs == [1, 1, 2, 2]
+    assert counters["patchkit"]["eager_when"] == 2  # counted, so verify can report them
 
 
 def test_eager_when_gated_on_the_compiled_module():

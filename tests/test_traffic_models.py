@@ -161,7 +161,8 @@ for i, (b, v, p, hz, s) in enumerate(json.loads(sys.argv[2])):
     torch.manual_seed(i)
     want = eager(call, i)
     g, w = (got.point, want.point) if s == 0 else (got.samples, want.samples)
-    out.append({"graphs": counters["stats"]["unique_graphs"], "max_abs": float(np.abs(g - w).max())})
+    out.append({"graphs": counters["stats"]["unique_graphs"], "max_abs": float(np.abs(g - w).max()),
+                "eager_when": counters["patchkit"]["eager_when"]})
 print("RESULT " + json.dumps(out))
 """
 
@@ -187,6 +188,8 @@ def test_toto_one_patch_histories_cost_no_graph(toto_ws: Path, tmp_path: Path):
     patched = _toto_one_patch_probe(api.workspace(toto_ws).patched("toto"))
     assert [r["graphs"] for r in patched][-1] == 4, patched
     assert all(r["max_abs"] == 0.0 for r in patched), patched
+    # one routed prefill per one-patch call (calls 1, 3, 6 and 7; one sampling batch each), counted for verify
+    assert [r["eager_when"] for r in patched] == [0, 1, 1, 2, 2, 2, 3, 4], patched
 
     ps = patches.get("toto")
     bare = dataclasses.replace(ps, steps=tuple(s for s in ps.steps if s.codemod != "eager-when"))

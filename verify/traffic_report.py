@@ -61,6 +61,8 @@ class TrafficVariant:
     steady_error: str
     call_errors: list[dict]
     break_sites: list[dict] = field(default_factory=list)
+    #: compiled-pass calls that ran the compiled module's eager code on purpose (codemod eager-when)
+    eager_when_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ def _variant(label: str, data: dict, log: str, tree: Path, spec: TrafficSpec | N
         steady_error="" if not steady_errors else f"{steady_errors[0]['call']}: {steady_errors[0]['error']}",
         call_errors=errors,
         break_sites=[s.to_json() for s in parsed.break_sites],
+        eager_when_calls=int(data.get("eager_when_calls", 0)),
     )
 
 
@@ -342,6 +345,9 @@ def render(report: TrafficReport) -> str:
     for u in r.patched.units:
         phases = f" ({', '.join(u.phases)})" if u.phases else ""
         lines.append(f"  {u.name}{phases}: {u.graphs} / budget {u.budget}{'' if u.within_budget else '  OVER'}")
+    if r.patched.eager_when_calls:
+        lines.append(f"  {r.patched.eager_when_calls} compiled-pass call(s) ran the compiled module's eager code "
+                     "by design (eager-when): no graph, upstream's eager values")
     for v in (r.upstream, r.patched):
         for s in v.recompile_sites[:6]:
             lines.append(f"  {v.label} recompile {s['count']}x {s['function']} at {s['site']}: {s['reason']}")

@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         result["unit_graphs"] = dict(compiler.graphs)
         from torch._dynamo.utils import counters
 
+        # calls the patch set runs as the compiled module's eager code on purpose (codemod eager-when)
+        result["eager_when_calls"] = int(counters["patchkit"]["eager_when"])
+
         result["compile_cache"] = {"fxgraph_hit": int(counters["inductor"]["fxgraph_cache_hit"]),
                                    "fxgraph_miss": int(counters["inductor"]["fxgraph_cache_miss"]),
                                    "autograd_hit": int(counters["aot_autograd"]["autograd_cache_hit"]),
