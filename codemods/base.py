@@ -318,23 +318,21 @@ class StepCallCodemod(PatchkitCodemod):
         return named[0] if named else None
 
     @staticmethod
-    def callee(node: cst.Call) -> cst.BaseExpression:
+    def unrouted(node: cst.Call) -> tuple[list[str], cst.BaseExpression]:
+        """The helpers ``node``'s callee is routed through (``ROUTER(f, ...)(...)``, nested too; outermost first),
+        and what it calls in the end."""
+        routers: list[str] = []
+        func = node.func
+        while m.matches(func, ROUTED) and func.args:  # type: ignore[union-attr]
+            routers.append(func.func.value)  # type: ignore[union-attr]
+            func = func.args[0].value  # type: ignore[union-attr]
+        return routers, func
+
+    @classmethod
+    def callee(cls, node: cst.Call) -> cst.BaseExpression:
         """What ``node`` calls: ``f`` for ``f(...)`` and for ``ROUTER(f, ...)(...)``, a step call that a codemod
         routed through a helper (``pad-single-row``, ``eager-when``; nested too), so codemods compose in any order."""
-        func = node.func
-        while m.matches(func, ROUTED) and func.args:  # type: ignore[union-attr]
-            func = func.args[0].value  # type: ignore[union-attr]
-        return func
-
-    @staticmethod
-    def routed_through(node: cst.Call, helper: str) -> bool:
-        """Is ``node``'s callee already routed through ``helper``, directly or under another router?"""
-        func = node.func
-        while m.matches(func, ROUTED) and func.args:  # type: ignore[union-attr]
-            if m.matches(func.func, m.Name(helper)):  # type: ignore[union-attr]
-                return True
-            func = func.args[0].value  # type: ignore[union-attr]
-        return False
+        return cls.unrouted(node)[1]
 
     def append_step_helpers(self, module: cst.Module, *helpers: str) -> cst.Module:
         """``module`` with ``helpers`` (source texts, ``is_compiled`` among them as needed) appended once, and the
@@ -342,6 +340,53 @@ class StepCallCodemod(PatchkitCodemod):
         self.require_import("torch")
         self.require_import("sys")
         return append_helpers(module, *helpers)
+
+
+class RoutingCodemod(StepCallCodemod):
+    """Base for codemods that route step calls through a runtime helper: ``<callee>(...)`` becomes
+    ``HELPER(<callee>, <router_args>)(...)`` and the module gets ``HELPER_SRC`` (with ``is_compiled``) once.
+
+    Option ``gate`` (source text such as ``"self.model"``, the module whose compilation counts) is normalised
+    here; subclasses give ``router_args()`` and the words of their reports (``already_text``, ``describe``).
+    """
+
+    HELPER: ClassVar[str] = ""
+    HELPER_SRC: ClassVar[str] = ""
+
+    def __init__(self, context: CodemodContext, **options: Any) -> None:
+        super().__init__(context, **options)
+        gate = self.expression("gate")
+        self.options["gate"] = None if gate is None else code(gate)
+        self._wrapped = False
+
+    def router_args(self) -> str:
+        """Source of the helper's arguments after the callee, leading comma included."""
+        raise NotImplementedError
+
+    def describe(self, call_name: str, router: cst.BaseExpression) -> str:
+        """The report line for a routed call."""
+        return f"{call_name}(...) -> `{code(router)}(...)`"
+
+    def already_text(self, call_name: str) -> str:
+        """The report line for a call already routed through ``HELPER``."""
+        raise NotImplementedError
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
+        call_name = self.step_call(original_node)
+        if call_name is None:
+            return updated_node
+        if self.HELPER in self.unrouted(updated_node)[0]:
+            self.record_already(original_node, self.already_text(call_name))
+            return updated_node
+        router = cst.parse_expression(f"{self.HELPER}({code(updated_node.func)}{self.router_args()})")
+        self._wrapped = True
+        self.record(original_node, self.describe(call_name, router))
+        return updated_node.with_changes(func=router)
+
+    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
+        if not self._wrapped:
+            return updated_node
+        return self.append_step_helpers(updated_node, self.HELPER_SRC, IS_COMPILED_SRC)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 import libcst as cst
 
-from .base import EAGER_WHEN_HELPER, IS_COMPILED_SRC, CodemodOptionError, StepCallCodemod, code
+from .base import EAGER_WHEN_HELPER, CodemodOptionError, RoutingCodemod, code
 
 HELPER = EAGER_WHEN_HELPER
 
@@ -30,7 +30,7 @@ def {HELPER}(step, when, compiled=None):
 '''
 
 
-class EagerWhen(StepCallCodemod):
+class EagerWhen(RoutingCodemod):
     """Run the calls of a compiled step that match a narrow condition as eager code.
 
     Hazard: Dynamo specialises every size-1 dim, including one derived from
@@ -62,36 +62,25 @@ class EagerWhen(StepCallCodemod):
     """
 
     NAME = "eager-when"
+    HELPER = HELPER
+    HELPER_SRC = _HELPER_SRC
     DESCRIPTION = "Run the compiled step calls that match a narrow condition as eager code, so they cost no graph."
     LOOKS_FOR = "calls to the named step functions inside the named function"
     OPTIONS: dict[str, Any] = {"function": None, "calls": (), "when": None, "gate": None}
 
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
-        o = self.options
         when = self.expression("when")
         if when is None:
             raise CodemodOptionError(f"codemod {self.NAME!r}: when must be an expression (`x.shape[-1] == 64`)")
-        o["when"] = code(when)
-        gate = self.expression("gate")
-        o["gate"] = None if gate is None else code(gate)
-        self._wrapped = False
+        self.options["when"] = code(when)
 
-    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
-        call_name = self.step_call(original_node)
-        if call_name is None:
-            return updated_node
+    def router_args(self) -> str:
         o = self.options
-        if self.routed_through(updated_node, HELPER):
-            self.record_already(original_node, f"{call_name}(...) already runs eagerly when `{o['when']}`")
-            return updated_node
-        gate = f", compiled={o['gate']}" if o["gate"] else ""
-        router = cst.parse_expression(f"{HELPER}({code(updated_node.func)}, lambda: {o['when']}{gate})")
-        self._wrapped = True
-        self.record(original_node, f"{call_name}(...) -> eager when `{o['when']}`")
-        return updated_node.with_changes(func=router)
+        return f", lambda: {o['when']}" + (f", compiled={o['gate']}" if o["gate"] else "")
 
-    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
-        if not self._wrapped:
-            return updated_node
-        return self.append_step_helpers(updated_node, _HELPER_SRC, IS_COMPILED_SRC)
+    def describe(self, call_name: str, router: cst.BaseExpression) -> str:
+        return f"{call_name}(...) -> eager when `{self.options['when']}`"
+
+    def already_text(self, call_name: str) -> str:
+        return f"{call_name}(...) already runs eagerly when `{self.options['when']}`"

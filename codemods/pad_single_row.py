@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import libcst as cst
-
-from .base import IS_COMPILED_SRC, PAD_SINGLE_ROW_HELPER, StepCallCodemod, code
+from .base import PAD_SINGLE_ROW_HELPER, RoutingCodemod
 
 HELPER = PAD_SINGLE_ROW_HELPER
 
@@ -46,7 +44,7 @@ def {HELPER}(step, rows, distinct=(), outputs=(), factors=(), compiled=None):
 '''
 
 
-class PadSingleRow(StepCallCodemod):
+class PadSingleRow(RoutingCodemod):
     """Call a compiled step with two rows where it is called with one, and keep the first row of its result.
 
     Hazard: Dynamo specialises every size-1 dimension, even one marked
@@ -74,6 +72,8 @@ class PadSingleRow(StepCallCodemod):
     """
 
     NAME = "pad-single-row"
+    HELPER = HELPER
+    HELPER_SRC = _HELPER_SRC
     DESCRIPTION = "Run a compiled step on two rows when called with one, so batch 1 shares the batch's dynamic graph."
     LOOKS_FOR = "calls to the named step functions inside the named function"
     OPTIONS: dict[str, Any] = {"function": None, "calls": (), "rows": (), "distinct": (), "outputs": (),
@@ -81,31 +81,15 @@ class PadSingleRow(StepCallCodemod):
 
     def __init__(self, context, **options: Any) -> None:
         super().__init__(context, **options)
-        o = self.options
         self.identifiers("rows")
         for key in ("distinct", "outputs", "factors"):
             self.identifiers(key, required=False)
-        gate = self.expression("gate")
-        o["gate"] = None if gate is None else code(gate)
-        self._wrapped = False
 
-    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
-        call_name = self.step_call(original_node)
-        if call_name is None:
-            return updated_node
-        if self.routed_through(updated_node, HELPER):
-            self.record_already(original_node, f"{call_name}(...) already pads a single row")
-            return updated_node
+    def router_args(self) -> str:
         o = self.options
-
         extra = "".join(f", {key}={o[key]!r}" for key in ("distinct", "outputs", "factors") if o[key])
         extra += f", compiled={o['gate']}" if o["gate"] else ""
-        router = cst.parse_expression(f"{HELPER}({code(updated_node.func)}, {o['rows']!r}{extra})")
-        self._wrapped = True
-        self.record(original_node, f"{call_name}(...) -> `{code(router)}(...)`")
-        return updated_node.with_changes(func=router)
+        return f", {o['rows']!r}{extra}"
 
-    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
-        if not self._wrapped:
-            return updated_node
-        return self.append_step_helpers(updated_node, _HELPER_SRC, IS_COMPILED_SRC)
+    def already_text(self, call_name: str) -> str:
+        return f"{call_name}(...) already pads a single row"

@@ -80,13 +80,18 @@ def _toto_without_batch_fixes(toto_ws: Path, root: Path) -> tuple[Path, Path, ob
             step = dataclasses.replace(step, options={k: v for k, v in step.options.items() if k != "row_dims"})
         steps.append(step)
     bare = dataclasses.replace(ps, steps=tuple(steps))
+    return (*_toto_patched_with(toto_ws, root, bare), bare)
+
+
+def _toto_patched_with(toto_ws: Path, root: Path, ps) -> tuple[Path, Path]:
+    """A workspace at ``root`` with the same pristine Toto tree as ``toto_ws``, patched with ``ps``."""
     src = api.workspace(toto_ws)
     ws = api.workspace(root)
     shutil.copytree(src.pristine("toto"), ws.pristine("toto"))
     for lock in src.vendor_dir.glob("toto*.json"):
         shutil.copy2(lock, ws.vendor_dir / lock.name)
-    apply_patchset(ws, bare)
-    return ws.pristine("toto"), ws.patched("toto"), bare
+    apply_patchset(ws, ps)
+    return ws.pristine("toto"), ws.patched("toto")
 
 
 @pytest.mark.slow
@@ -193,10 +198,6 @@ def test_toto_one_patch_histories_cost_no_graph(toto_ws: Path, tmp_path: Path):
 
     ps = patches.get("toto")
     bare = dataclasses.replace(ps, steps=tuple(s for s in ps.steps if s.codemod != "eager-when"))
-    src, ws = api.workspace(toto_ws), api.workspace(tmp_path / "bare")
-    shutil.copytree(src.pristine("toto"), ws.pristine("toto"))
-    for lock in src.vendor_dir.glob("toto*.json"):
-        shutil.copy2(lock, ws.vendor_dir / lock.name)
-    apply_patchset(ws, bare)
-    without = _toto_one_patch_probe(ws.patched("toto"))
+    _, bare_tree = _toto_patched_with(toto_ws, tmp_path / "bare", bare)
+    without = _toto_one_patch_probe(bare_tree)
     assert without[-1]["graphs"] > 4, without  # one-patch prefills: graphs of their own
