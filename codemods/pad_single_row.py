@@ -16,11 +16,14 @@ def {HELPER}(step, rows, distinct=(), outputs=(), factors=(), compiled=None):
     arguments ``factors``, which multiply the rows ``step`` hands on, are 1) runs ``step`` on two: the row and a copy
     of it (``distinct`` tensors, ids, get ``+ 1`` on the copy, so it is a group of its own), and keeps the first row
     of the result, or of its attributes ``outputs``.  Dynamo specialises a size-1 dim; two rows share the batch's
-    dynamic graph.  Marks that dynamic-step-inputs put on an input carry over to its two-row copy."""
+    dynamic graph.  Marks that dynamic-step-inputs put on an input carry over to its two-row copy.  A call without
+    one of its ``distinct`` tensors runs as is: nothing would keep the copy out of the row's group."""
     if not _patchkit_is_compiled(step if compiled is None else compiled):
         return step
 
     def call(*args, **kwargs):
+        if any(kwargs.get(name) is None for name in distinct):
+            return step(*args, **kwargs)
         given = [name for name in (*rows, *distinct) if kwargs.get(name) is not None]
         if not given or any(kwargs[name].shape[0] != 1 for name in given):
             return step(*args, **kwargs)
@@ -66,6 +69,8 @@ class PadSingleRow(RoutingCodemod):
     its first row, or the attributes named in ``outputs`` are.  ``factors``
     names int arguments by which the callee multiplies its rows (samples per
     batch): a call with any of them above 1 has rows enough and runs as is.
+    A call that leaves a ``distinct`` tensor out (None) also runs as is, so the
+    copy can never share the row's group.
     ``gate`` (source text, ``"self.model"``) names what must be compiled when
     the callee is eager code around a compiled module.  Calls already routed
     are reported as already fixed.

@@ -68,6 +68,23 @@ def test_pad_single_row_runs_a_compiled_callee_on_two_rows_and_keeps_the_first()
     assert batch.rows_seen == 3 and batch.preds.shape == (3, 2)  # more rows: called as is
 
 
+def test_pad_single_row_runs_a_call_without_its_distinct_ids_as_is():
+    """Without ids the copy would join the row's group and change it: such a call is not padded."""
+    ns = _helpers("pad-single-row", {"rows": ["x"], "distinct": ["ids"], "outputs": ["preds"]})
+    model = _RowWise()
+
+    def grouped(x, ids, n):  # None ids: every row in one group, as a model might default them
+        return model(x=x, ids=torch.zeros(x.shape[0], dtype=torch.long) if ids is None else ids, n=n)
+
+    compiled = torch.compile(grouped, backend="eager", dynamic=None)
+    x = torch.arange(5.0)[None]
+    got = ns["step_call"](compiled, x, None, 3)
+    assert got.rows_seen == 1  # not padded
+    torch.testing.assert_close(got.preds, grouped(x, None, 3).preds, rtol=0, atol=0)
+    padded = ns["step_call"](compiled, x, torch.zeros(1, dtype=torch.long), 3)
+    assert padded.rows_seen == 2  # with its ids the same call is padded
+
+
 def test_pad_single_row_carries_dynamic_marks_to_the_copy():
     ns = _helpers("pad-single-row", {"rows": ["x"]})
     seen = {}
