@@ -87,7 +87,8 @@ def _run_row(model: str, tree: Path, variant: str, mode: str, dtype: str, *, bat
     text = proc.stderr.split("@@patchkit-phase run", 1)[-1]
     parsed = logparse.parse(text, tree)
     c = data["counters"]
-    row = BenchRow(variant, mode, dtype, device, "ok", data["peak_mem_kind"], warm, data["first_call_s"],
+    note = data["peak_mem_kind"] + (f"; {dtype} by torch.autocast" if data.get("autocast") else "")
+    row = BenchRow(variant, mode, dtype, device, "ok", note, warm, data["first_call_s"],
                    data["median_s"], data["spread_s"], data["runs"], c["graphs"],
                    max(c["graph_breaks"], parsed.graph_breaks), parsed.recompiles, data["peak_mem_mb"])
     return row, data

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except NotImplementedError:
         out["parameters"] = None
     harness.to_dtype(args.dtype)
+    out["autocast"] = harness.autocast_dtype  # None: the model runs in args.dtype as cast (or float32)
     if args.mode == "eager":
         compile_fn = eager
     else:

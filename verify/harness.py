@@ -188,9 +188,22 @@ class Harness(ABC):
     def forecast(self, series: list[Series], compile_fn: CompileFn) -> list[np.ndarray]:
         """Point forecasts, one array shaped like each ``series[i].truth``."""
 
+    #: set by the default ``to_dtype``: the dtype each bench forecast runs under ``torch.autocast``
+    autocast_dtype: str | None = None
+
     def to_dtype(self, dtype: str) -> None:
-        """Cast the model for a bench row ("float32", "bfloat16").  Default: float32 only."""
-        if dtype != "float32":
+        """Set the dtype of a bench row ("float32", "bfloat16").
+
+        Default: float32 as built; bfloat16 runs each forecast under
+        ``torch.autocast(device, torch.bfloat16)``, the way a user runs an upstream
+        that has no bfloat16 path of its own (Toto, Kronos).  A harness whose
+        upstream loads bfloat16 weights (Chronos-2) overrides this and casts them.
+        """
+        if dtype == "float32":
+            self.autocast_dtype = None
+        elif dtype == "bfloat16":
+            self.autocast_dtype = dtype
+        else:
             raise NotImplementedError(f"{self.model} harness has no {dtype} path")
 
     def bench_fn(self, compile_fn: CompileFn, batch: int) -> tuple[list[Series], Callable[[], list[np.ndarray]]]:
@@ -202,7 +215,17 @@ class Harness(ABC):
         base = self.series()
         series = [base[i % len(base)] for i in range(batch)]
         wrapped = self.prepare(compile_fn)
-        return series, lambda: self.forecast(series, wrapped)
+        if self.autocast_dtype is None:
+            return series, lambda: self.forecast(series, wrapped)
+        import torch
+
+        device_type, dtype = torch.device(self.device).type, getattr(torch, self.autocast_dtype)
+
+        def under_autocast() -> list[np.ndarray]:
+            with torch.autocast(device_type=device_type, dtype=dtype):
+                return self.forecast(series, wrapped)
+
+        return series, under_autocast
 
     def prepare(self, compile_fn: CompileFn) -> CompileFn:
         """Wrap once for repeated calls; by default ``forecast`` gets a compile_fn that returns
