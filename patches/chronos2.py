@@ -108,6 +108,8 @@ PATCHSET = PatchSet(
     ),
     harness="patchkit.patches.chronos2:Chronos2Harness",
     aot_runtime="patchkit.patches.chronos2_aot:pipeline",
+    compile_recipe="patchkit.patches.chronos2:compile_recipe",
+    compile_targets=("Chronos2Pipeline", "Chronos2Model"),
     provides=("chronos",),
     # upstream's test/ folder sits beside chronos/ and is not in `provides`, so it is never shipped
     package=Package(dist="chronos-forecasting", summary="Chronos-2 time-series forecasting (amazon/chronos-2)",
@@ -141,6 +143,96 @@ REAL_CONFIG: dict[str, Any] = dict(
     ),
 )
 REAL_PARAMETERS = 119_477_664
+
+
+def compile_recipe(obj, compile_fn: CompileFn):
+    """``runtime.compile_model`` for Chronos-2.  A ``Chronos2Pipeline``: its ``model`` compiled in place (the patched
+    ``_predict_step`` shapes every call for one graph).  A ``Chronos2Model``: the compiled model behind
+    ``ShapedModelCall``, which shapes each call as the patched ``_predict_step`` does, since a caller of the model
+    itself has no such call site."""
+    if "Chronos2Pipeline" in [c.__name__ for c in type(obj).__mro__]:
+        obj.model = compile_fn(obj.model, name="model")
+        return obj
+    return ShapedModelCall(obj, compile_fn(obj, name="model"))
+
+
+class ShapedModelCall:
+    """A compiled ``Chronos2Model`` called the way the patched pipeline calls it, for services that batch their own
+    requests and call the model directly.  Per call, before the compiled model runs, and with the values the model
+    itself would compute:
+
+    * a history longer than ``context_length`` is cut to it (the model's own first step), so the truncation branch
+      never splits the graph;
+    * a one-patch history (``input_patch_size`` steps or fewer), a size 1 that Dynamo specialises, runs the
+      model eagerly instead of compiling a graph of its own;
+    * no future covariates become all-NaN ones (read as zeros behind a zero mask, as without), so calls with and
+      without covariates share a graph;
+    * ``group_ids`` defaults to one group per series (the model's default), so a single series can run as two rows;
+    * the patched tree's call-site helpers: canonical strides, batch and lengths dynamic from the first graph,
+      ``num_output_patches`` as a dynamic int, a single series run as two rows, the output cloned (CUDA graphs).
+
+    Attributes (``config``, ``device``...) are the model's.  Eager results are the model's own: every step above
+    either returns the same values or runs only when the model is compiled."""
+
+    def __init__(self, model, compiled) -> None:
+        import importlib
+        import inspect
+
+        self.model, self.compiled = model, compiled
+        self._signature = inspect.signature(type(model).forward)
+        pipeline = importlib.import_module(type(model).__module__.rpartition(".")[0] + ".pipeline")
+        missing = [n for n in ("_patchkit_contiguous", "_patchkit_mark_dynamic", "_patchkit_dynamic_int",
+                               "_patchkit_pad_single_row") if not hasattr(pipeline, n)]
+        if missing:
+            raise RuntimeError(f"{pipeline.__name__} is not patchkit's patched Chronos-2 (no {', '.join(missing)}): "
+                               "install the patched tree with `patchkit install chronos2`")
+        self._helpers = pipeline
+
+    def __call__(self, *args, **kwargs):
+        import torch
+
+        h = self._helpers
+        bound = self._signature.bind(self.model, *args, **kwargs)
+        a = dict(bound.arguments)
+        a.pop(next(iter(self._signature.parameters)))  # self
+        a.update(a.pop("kwargs", {}))
+        context, mask = a.get("context"), a.get("context_mask")
+        if not isinstance(context, torch.Tensor) or context.ndim != 2:
+            return self.compiled(**a)  # the model raises its own error
+        limit = int(self.model.chronos_config.context_length)
+        if context.shape[-1] > limit and (mask is None or mask.shape == context.shape):
+            a["context"] = context = context[..., -limit:]
+            if mask is not None:
+                a["context_mask"] = mask[..., -limit:]
+        if context.shape[-1] <= int(self.model.chronos_config.input_patch_size):
+            return self.model(**a)  # a one-patch history, which Dynamo specialises: eager, no graph of its own
+        if all(a.get(n) is None for n in ("future_covariates", "future_covariates_mask", "future_target")):
+            # no covariates: all-NaN ones, as the pipeline passes for series it forecasts (the model reads both as
+            # zeros behind a zero mask), so calls with and without covariates share one graph
+            patches = int(a.get("num_output_patches", 1))
+            a["future_covariates"] = torch.full(
+                (context.shape[0], patches * int(self.model.chronos_config.output_patch_size)), float("nan"),
+                dtype=context.dtype, device=context.device)
+        if a.get("group_ids") is None:
+            a["group_ids"] = torch.arange(context.shape[0], dtype=torch.long, device=self.model.device)
+        for name in ("context", "context_mask", "future_covariates", "future_covariates_mask"):
+            if isinstance(a.get(name), torch.Tensor) and a[name].ndim == 2:
+                a[name] = h._patchkit_mark_dynamic(h._patchkit_contiguous(a[name]), [0, 1])
+        a["group_ids"] = h._patchkit_mark_dynamic(a["group_ids"], [0])
+        if "num_output_patches" in a:
+            a["num_output_patches"] = h._patchkit_dynamic_int(self.compiled, a["num_output_patches"])
+        rows = tuple(n for n in ("context", "context_mask", "future_covariates", "future_covariates_mask",
+                                 "future_target", "future_target_mask") if a.get(n) is not None)
+        out = h._patchkit_pad_single_row(self.compiled, rows, distinct=("group_ids",),
+                                         outputs=("quantile_preds",))(**a)
+        if getattr(out, "quantile_preds", None) is not None:
+            out.quantile_preds = out.quantile_preds.clone()
+        return out
+
+    def __getattr__(self, key: str):
+        if key in ("model", "compiled", "_signature", "_helpers"):
+            raise AttributeError(key)
+        return getattr(self.model, key)
 
 
 class Chronos2Harness(Harness):
@@ -205,9 +297,7 @@ class Chronos2Harness(Harness):
     def serve(self, compile_fn: CompileFn):
         from chronos.chronos2.pipeline import Chronos2Pipeline
 
-        pipeline = Chronos2Pipeline(model=self.net)
-        pipeline.model = compile_fn(self.net, name="model")
-        return self._serve_pipeline(pipeline)
+        return self._serve_pipeline(compile_recipe(Chronos2Pipeline(model=self.net), compile_fn))
 
     # -- ahead of time: Chronos2Model.forward as the pipeline calls it (patches/chronos2_aot.py) ---
     def export_programs(self):

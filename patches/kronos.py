@@ -109,6 +109,8 @@ PATCHSET = PatchSet(
     ),
     harness="patchkit.patches.kronos:KronosHarness",
     aot_runtime="patchkit.patches.kronos_aot:predictor",
+    compile_recipe="patchkit.patches.kronos:compile_recipe",
+    compile_targets=("KronosPredictor", "Kronos"),
     provides=("model",),
     # upstream has no packaging and imports itself as the bare name `model`: ship it as `kronos`
     package=Package(dist="kronos-patched", summary="Kronos foundation model for financial candlesticks",
@@ -225,6 +227,18 @@ def _compile_cached_steps(model, compile_fn: CompileFn, named: bool) -> None:
         (lambda fn: compile_fn(fn, name=STEP_UNITS[fn.__name__])) if named else compile_fn)
 
 
+def compile_recipe(obj, compile_fn: CompileFn):
+    """``runtime.compile_model`` for Kronos, in place on a ``Kronos`` or a ``KronosPredictor``'s model: the decode
+    cache's growing-window steps (``step_s1``/``step_s2``, one static-shape graph each), and ``decode_s1`` /
+    ``decode_s2``, which serve the window once it rolls past ``max_context``.  Compiling only ``decode_s1`` /
+    ``decode_s2``, as upstream users do, leaves the growing window eager (the cache warns once)."""
+    model = obj.model if "KronosPredictor" in [c.__name__ for c in type(obj).__mro__] else obj
+    model.decode_s1 = compile_fn(model.decode_s1, name="decode_s1")
+    model.decode_s2 = compile_fn(model.decode_s2, name="decode_s2")
+    _compile_cached_steps(model, compile_fn, named=True)
+    return obj
+
+
 class KronosHarness(Harness):
     """Tiny seeded Kronos (or Hugging Face weights) driven through ``auto_regressive_inference``.
 
@@ -290,9 +304,7 @@ class KronosHarness(Harness):
         from model.kronos import KronosPredictor
 
         tokenizer, model = self._build(eager)
-        model.decode_s1 = compile_fn(model.decode_s1, name="decode_s1")
-        model.decode_s2 = compile_fn(model.decode_s2, name="decode_s2")
-        _compile_cached_steps(model, compile_fn, named=True)
+        compile_recipe(model, compile_fn)
         return self._serve_predictor(
             KronosPredictor(model, tokenizer, device=self.device, max_context=self.traffic_ranges().max_context))
 

@@ -171,12 +171,32 @@ class _PatchkitDecodeCache:
     def _compiled_steps(self):
         compiler = getattr(self.model, "patchkit_step_compiler", None)
         if compiler is None:
+            self._warn_hand_compiled()
             return None
         steps = self.model.__dict__.get("_patchkit_compiled_steps")
         if steps is None or steps[0] is not compiler:
             steps = (compiler, compiler(type(self)._static_s1), compiler(type(self)._static_s2))
             self.model.__dict__["_patchkit_compiled_steps"] = steps
         return steps[1:]
+
+    _hand_compiled_warned = False
+
+    def _warn_hand_compiled(self):
+        """Once per process: ``decode_s1``/``decode_s2`` compiled by hand (``model.decode_s1 = torch.compile(...)``)
+        never see the growing window, which this cache serves eagerly; the compiled functions run only once the
+        window rolls, and then as upstream's full recompute."""
+        if _PatchkitDecodeCache._hand_compiled_warned:
+            return
+        own = self.model.__dict__
+        if any(hasattr(own.get(name), "_torchdynamo_orig_callable") for name in ("decode_s1", "decode_s2")):
+            import warnings
+
+            _PatchkitDecodeCache._hand_compiled_warned = True
+            warnings.warn(
+                "Kronos.decode_s1/decode_s2 are compiled by hand, but the patched decode cache serves the growing "
+                "window with its own steps, so those steps run eagerly and the compiled functions only once the "
+                "window rolls; compile with `patchkit.runtime.compile_model(model)` instead",
+                UserWarning, stacklevel=4)
 
     def _mark_batch_dynamic(self, *inputs):
         """Compile the batch dim dynamic from the first call: a stream of batch sizes then needs one graph (and

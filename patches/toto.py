@@ -201,6 +201,8 @@ PATCHSET = PatchSet(
     ),
     harness="patchkit.patches.toto:TotoHarness",
     aot_runtime="patchkit.patches.toto_aot:forecaster",
+    compile_recipe="patchkit.patches.toto:compile_recipe",
+    compile_targets=("TotoForecaster", "TotoBackbone"),
     provides=("toto",),
     package=Package(dist="toto-ts", summary="Toto time-series foundation model (Datadog)", requirements="METADATA",
                     upstream_dist="toto-ts", exclude=("toto/test/",), probe="toto.inference.forecaster"),
@@ -236,6 +238,16 @@ REAL_CONFIG: dict[str, Any] = dict(
     stabilize_with_global=True, scale_factor_exponent=10.0,
 )
 REAL_PARAMETERS = 151_306_080
+
+
+def compile_recipe(obj, compile_fn: CompileFn):
+    """``runtime.compile_model`` for Toto: the backbone is the compiled unit.  A ``TotoForecaster``: its ``model``
+    compiled in place (the patched forecaster shapes every call for one graph per phase and variates class).  A
+    ``TotoBackbone``: the compiled backbone, to hand to ``TotoForecaster``."""
+    if "TotoForecaster" in [c.__name__ for c in type(obj).__mro__]:
+        obj.model = compile_fn(obj.model, name="backbone")
+        return obj
+    return compile_fn(obj, name="backbone")
 
 
 class TotoHarness(Harness):
@@ -302,7 +314,7 @@ class TotoHarness(Harness):
     def serve(self, compile_fn: CompileFn):
         from toto.inference.forecaster import TotoForecaster
 
-        return self._serve_forecaster(TotoForecaster(compile_fn(self.backbone, name="backbone")))
+        return self._serve_forecaster(compile_recipe(TotoForecaster(self.backbone), compile_fn))
 
     # -- ahead of time: the backbone's prefill and decode steps (patches/toto_aot.py) ----------------
     def export_programs(self):

@@ -162,3 +162,9 @@ class PatchSet:
     #: ``patchkit export``: "module:function" building the users' entry point (e.g. a Chronos2Pipeline) from a
     #: loaded package; None when the model has no ahead-of-time export yet
     aot_runtime: str | None = None
+    #: ``runtime.compile_model``: "module:function" taking ``(obj, compile_fn)``, an upstream object (pipeline,
+    #: forecaster, predictor or model) and a ``CompileFn``, compiling the patch set's compiled units of ``obj``
+    #: with it; the verify harness serves its traffic through the same function
+    compile_recipe: str | None = None
+    #: class names of the upstream objects ``compile_recipe`` takes (matched along the object's MRO)
+    compile_targets: tuple[str, ...] = ()

@@ -18,6 +18,13 @@ what forecasting services otherwise write by hand:
 * **strict mode**: after ``warmup`` calls, ``strict=True`` runs under
   ``torch.compiler.set_stance("fail_on_recompile")``, so a new recompile raises.
 
+``compile_model(obj, **torch_compile_kwargs)`` is each model's one compile
+recipe: it takes the upstream's own object (``Chronos2Pipeline`` or
+``Chronos2Model``; ``TotoForecaster`` or ``TotoBackbone``; ``KronosPredictor``
+or ``Kronos``) and compiles, with ``compile``'s guard around each, the units
+the patch set names as compiled (``PatchSet.compile_recipe``): the ones whose
+graphs ``verify --traffic`` holds to a budget, served the same way.
+
 Zero warm-up: ``load_package(path)`` loads a ``patchkit export`` package (no
 Dynamo, no compiling) and ``.entry_point()`` builds the upstream's own entry
 point over it; ``load_compile_cache(path)`` loads a ``patchkit cache warm``
@@ -36,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["assert_patched", "compile", "GuardedCompile", "CompileCounters", "NotPatched", "CompileFailure",
+__all__ = ["assert_patched", "compile", "compile_model", "compiled_units", "GuardedCompile", "CompileCounters", "NotPatched", "CompileFailure",
            "RecompileLimitHit"]
 
 
@@ -207,6 +214,9 @@ class GuardedCompile:
 
         self.compiled = torch.compile(target, backend=_Counting(), **compile_kwargs)
         functools.update_wrapper(self, target, updated=())
+        # what torch.compile's own wrappers carry: the patched trees' helpers ask it to tell a compiled step
+        # (whose calls they shape for one graph) from an eager one
+        self._torchdynamo_orig_callable = target
 
     def _check_limit(self, seen: int) -> None:
         new = self._watch.records[seen:]
@@ -279,6 +289,60 @@ def compile(target: Callable[..., Any], *, strict: bool = False, warmup: int | N
     warning, and after ``warmup`` calls any recompile raises (``fail_on_recompile``).
     """
     return GuardedCompile(target, strict=strict, warmup=warmup, name=name, **torch_compile_kwargs)
+
+
+def _class_names(obj: Any) -> list[str]:
+    return [c.__name__ for c in type(obj).__mro__]
+
+
+def _recipe_for(obj: Any):
+    import importlib
+
+    from . import patches
+
+    names = _class_names(obj)
+    for model in patches.names():
+        ps = patches.get(model)
+        if ps.compile_recipe and any(t in names for t in ps.compile_targets):
+            module, _, fn = ps.compile_recipe.partition(":")
+            return ps, getattr(importlib.import_module(module), fn)
+    takes = sorted(t for m in patches.names() for t in patches.get(m).compile_targets)
+    raise TypeError(f"compile_model takes an upstream object ({', '.join(takes)}), not {type(obj).__name__}")
+
+
+def compile_model(obj: Any, *, strict: bool = False, warmup: int | None = None, **torch_compile_kwargs: Any) -> Any:
+    """Compile what the patch set says is ``obj``'s compiled unit, each with ``compile``'s guard around it.
+
+    ``obj`` is the upstream's own object; a pipeline, forecaster or predictor is compiled in place and returned,
+    a bare model comes back as the callable to use in its place.  ``torch_compile_kwargs`` go to
+    ``torch.compile`` (``mode=``, ``backend=``, ``dynamic=``...); ``strict``/``warmup`` as for ``compile``.
+    ``compiled_units(result)`` gives the guarded units, with their counters.
+
+    >>> pipeline = patchkit.runtime.compile_model(Chronos2Pipeline.from_pretrained("amazon/chronos-2"))
+    >>> forecasts = pipeline.predict(inputs, prediction_length=64)
+    """
+    _, recipe = _recipe_for(obj)
+    units: dict[str, GuardedCompile] = {}
+
+    def compile_fn(fn: Callable[..., Any], name: str | None = None) -> GuardedCompile:
+        guarded = GuardedCompile(fn, strict=strict, warmup=warmup, name=name, **dict(torch_compile_kwargs))
+        units[guarded.name] = guarded
+        return guarded
+
+    out = recipe(obj, compile_fn)
+    try:
+        object.__setattr__(out, "_patchkit_compiled_units", units)
+    except (AttributeError, TypeError):  # an object without a __dict__: the units stay reachable through it
+        pass
+    return out
+
+
+def compiled_units(obj: Any) -> dict[str, GuardedCompile]:
+    """The units ``compile_model`` compiled for ``obj`` (its return value), by name, with their counters."""
+    units = getattr(obj, "__dict__", {}).get("_patchkit_compiled_units")
+    if units is None:
+        raise ValueError(f"{type(obj).__name__} was not compiled by patchkit.runtime.compile_model")
+    return units
 
 
 def load_package(path, *, patch_hash: str | None = None, model: str | None = None):
