@@ -443,6 +443,8 @@ class CodemodResult:
     changed: bool
     matches: Sequence[Site] = field(default_factory=tuple)
     already: Sequence[Site] = field(default_factory=tuple)
+    #: what the codemod wrote to ``context.warnings``: sites it left as they are, checks it could not keep
+    warnings: Sequence[str] = field(default_factory=tuple)
 
 
 def run_codemod(
@@ -469,4 +471,5 @@ def run_codemod(
         changed=code != source,
         matches=tuple(command.matches),
         already=tuple(command.already),
+        warnings=tuple(context.warnings),
     )

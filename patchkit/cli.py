@@ -129,6 +129,8 @@ def apply(opts: Options, model: str, check: bool, diff: bool, force: bool) -> No
       patchkit apply chronos2 --check   # in CI: is the tree current?
     """
     r = api.apply(model, root=opts.root, check=check, diff=diff, force=force)
+    for warning in r.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if diff:
         click.echo(r.diff, nl=False)
         return
