@@ -56,8 +56,7 @@ def _date(r: dict[str, Any]) -> str:
 
 
 def _size(r: dict[str, Any]) -> str:
-    size = r.get("size") or "not recorded"
-    return f"{size} ({r['parameters']:,} parameters)" if r.get("parameters") else size
+    return r.get("size") or "not recorded"
 
 
 def _heading(group: list[dict[str, Any]]) -> str:
@@ -100,7 +99,8 @@ def _traffic_rows(items: list[tuple[Path, dict]], base: Path) -> list[list[str]]
         lat = r.get("latency") or {}
         steady = (lat.get("patched_steady") or {}).get("p50_s")
         speedup = lat.get("steady_speedup_vs_upstream_eager")
-        rows.append([r["model"], _version(r), str(len(r["calls"])), f"{up['graphs']} → {pa['graphs']}",
+        rows.append([r["model"], _version(r), f"{r['parameters']:,}" if r.get("parameters") else "-",
+                     str(len(r["calls"])), f"{up['graphs']} → {pa['graphs']}",
                      ", ".join(f"{u['name']} {u['graphs']}/{u['budget']}" for u in pa["units"]),
                      f"{'yes' if up['recompile_limit_hit'] else 'no'} → {'yes' if pa['recompile_limit_hit'] else 'no'}",
                      "ok" if pa["steady_ok"] else "FAIL", worst("patched eager vs upstream eager"),
@@ -122,7 +122,7 @@ HEADERS = {
     "verify": ["model", "upstream", "breaks up → patched", "recompiles up → patched", "graphs up → patched",
                "`fullgraph=True`", "recompile limit hit up → patched", "steady state", "MAE diff", "result",
                "report"],
-    "traffic": ["model", "upstream", "calls", "graphs up → patched", "patched units (graphs/budget)",
+    "traffic": ["model", "upstream", "parameters", "calls", "graphs up → patched", "patched units (graphs/budget)",
                 "limit hit up → patched", "steady", "eager match", "compiled drift", "patched steady p50 ms",
                 "steady vs upstream eager", "result", "report"],
 }
@@ -155,6 +155,9 @@ def render_markdown(paths: list[Path], out: Path) -> str:
         data = json.loads(Path(path).read_text())
         by_kind[kind(data)].append((Path(path), data))
     lines = [TITLE, "", INTRO.format(args=_args(paths), out=Path(out).as_posix()), ""]
+    for notes in sorted({Path(p).parent / "README.md" for p in paths}):
+        if notes.is_file():
+            lines += [f"How these reports were made: {_link(notes, base)}.", ""]
     for k in KINDS:
         items = sorted(by_kind[k], key=lambda item: (item[1]["model"], item[0].name))
         if not items:
@@ -175,6 +178,12 @@ def render_markdown(paths: list[Path], out: Path) -> str:
             lines += [_heading([r for _, r in items_]), ""]
             rows = _verify_rows(items_, base) if k == "verify" else _traffic_rows(items_, base)
             lines += [*_table(HEADERS[k], rows, True), ""]
+    off_pin = sorted({(r["model"], r.get("upstream_version", ""), _pin(r["model"]) or "")
+                      for k in KINDS for _, r in by_kind[k] if "(not the pin" in _version(r)})
+    if off_pin:
+        lines += ["## Not the pinned upstream", ""]
+        lines += [f"- `{model}`: these reports were made from upstream `{version[:12]}`, not the patch set's pin "
+                  f"`{pin[:12]}`; its figures are not the pinned release's." for model, version, pin in off_pin]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
