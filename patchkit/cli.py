@@ -8,7 +8,9 @@ adds the traceback.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,9 @@ Exit codes:
       patch set, install after a failed verify without --force)
   3   environment (no network, missing package or tool, pip failed)
   4   upstream drift (a codemod no longer matches its upstream)
-  70  internal error (run with --verbose for the traceback)
+  70  internal error (the message names a log with the traceback;
+      patchkit -v COMMAND shows it)
+  130 interrupted (Ctrl-C, SIGTERM)
 """
 
 
@@ -39,19 +43,31 @@ def _csv(value: str) -> tuple[str, ...]:
 class Options:
     root: Path
     verbose: bool
+    quiet: bool = False
+
+    def progress(self):
+        """Progress lines on stderr (``... step (12 s)``) when it is a terminal and not ``--quiet``, as pip does."""
+        if self.quiet or not sys.stderr.isatty():
+            return lambda msg: None
+        started = time.monotonic()
+        return lambda msg: click.echo(f"... {msg} ({time.monotonic() - started:.0f} s)", err=True)
 
 
 def _echo_err(msg: str) -> None:
-    click.echo(f"patchkit: error: {msg}", err=True)
+    text = " ".join(x.strip() for x in str(msg).splitlines() if x.strip())
+    if len(text) > 1000:
+        text = text[:1000] + "..."
+    click.echo(f"patchkit: error: {text}", err=True)
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
               envvar="PATCHKIT_ROOT", help="Workspace holding vendor/ (locks and vendored trees).")
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and subprocess logs.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and subprocess logs (also after the command).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines (they show only on a terminal anyway).")
 @click.version_option(package_name="patchkit")
 @click.pass_context
-def cli(ctx: click.Context, root: Path, verbose: bool) -> None:
+def cli(ctx: click.Context, root: Path, verbose: bool, quiet: bool) -> None:
     """Make upstream time-series model repos torch.compile-clean, and prove it.
 
     \b
@@ -60,7 +76,7 @@ def cli(ctx: click.Context, root: Path, verbose: bool) -> None:
       patchkit apply chronos2         # run the codemods into vendor/chronos2
       patchkit verify chronos2 --logs graph_breaks
     """
-    ctx.obj = Options(root=root.resolve(), verbose=verbose)
+    ctx.obj = Options(root=root.resolve(), verbose=verbose, quiet=quiet)
 
 
 @cli.command("list")
@@ -91,9 +107,11 @@ def list_cmd(opts: Options, names: bool) -> None:
               help="Use this local sdist/wheel instead of downloading (git models: a local repository path).")
 @click.option("--from", "from_", help="git models: clone/open this URL or path instead of the default.")
 @click.option("--ref", help="git models: commit or ref (same as --version).")
+@click.option("--refresh", is_flag=True, help="Fetch again although the lock and the pristine tree already match "
+                                              "(without it, a re-run of the locked version is a no-op, offline).")
 @click.pass_obj
 def vendor(opts: Options, model: str, version: str | None, archive: Path | None, from_: str | None,
-           ref: str | None) -> None:
+           ref: str | None, refresh: bool) -> None:
     """Fetch MODEL's upstream at its pinned version into vendor/.pristine/MODEL and lock it.
 
     \b
@@ -102,7 +120,7 @@ def vendor(opts: Options, model: str, version: str | None, archive: Path | None,
       patchkit vendor chronos2 --version 2.3.0
       patchkit vendor kronos --from ~/src/Kronos --ref 67b630e
     """
-    r = api.vendor(model, ref or version, root=opts.root, archive=from_ or archive)
+    r = api.vendor(model, ref or version, root=opts.root, archive=from_ or archive, refresh=refresh)
     verb = "already vendored" if r.unchanged else "vendored"
     digest = f" (sha256 {r.archive_sha256[:12]}...)" if r.archive_sha256 else ""
     click.echo(f"{verb} {r.model} {r.version}: {r.files} files from {r.source}{digest} "
@@ -168,7 +186,9 @@ def apply(opts: Options, model: str, check: bool, diff: bool, force: bool) -> No
 @click.option("--aot", "aot_package", type=click.Path(dir_okay=False, path_type=Path),
               help="Check a `patchkit export` package instead: the traffic profile through the upstream's entry "
                    "point, package vs upstream eager (<= 1e-5 relative), with no compiling in its process.")
-@click.option("--tolerance", type=float, help="Scaled MAE / prediction drift tolerance (default: the patch set's).")
+@click.option("--tolerance", type=float, help="Scaled MAE / prediction drift tolerance, >= 0 (default: the patch "
+                                              "set's). A verdict under another tolerance is not recorded for "
+                                              "install.")
 @click.option("--backend", type=click.Choice(["inductor", "aot_eager", "eager"]), default=None,
               help="torch.compile backend for the break/recompile analysis (Dynamo decides breaks before the "
                    "backend runs; eager is faster). Default: inductor; with --traffic, eager for the upstream "
@@ -198,41 +218,41 @@ def verify(opts: Options, model: str, logs: str, json_path: Path | None, size: s
       patchkit verify chronos2 --aot dist/chronos2-tiny-cpu.pt2
     """
     extra = _csv(logs)
+    progress = opts.progress()
+
+    def shown(render):
+        def show(report, raw) -> None:  # the verdict is printed before any file is written
+            click.echo(render(report))
+            if opts.verbose:
+                for label, text in raw.items():
+                    click.echo(f"\n--- {label} stderr ---\n{text}")
+        return show
+
     if aot_package is not None:
         if traffic or size != "tiny" or weights or mode != "default" or backend:
             raise click.UsageError("--aot takes its size, weights and device from the package record; it combines "
                                    "only with --calls, --seed and --json")
-        report, raw = api.verify_aot(model, aot_package, root=opts.root, calls=calls, seed=seed,
-                                     json_path=json_path, progress=lambda msg: click.echo(f"... {msg}", err=True))
         from .verify.aot_report import render as render_aot
 
-        click.echo(render_aot(report))
-        if opts.verbose:
-            for label, text in raw.items():
-                click.echo(f"\n--- {label} stderr ---\n{text}")
+        report, _ = api.verify_aot(model, aot_package, root=opts.root, calls=calls, seed=seed,
+                                   json_path=json_path, progress=progress, on_report=shown(render_aot))
     elif traffic:
-        report, raw = api.verify_traffic(model, root=opts.root, size=size, calls=calls, seed=seed, weights=weights,
-                                         device=device, mode=None if mode == "default" else mode,
-                                         analysis_backend=backend or "eager", logs=extra, json_path=json_path,
-                                         progress=lambda msg: click.echo(f"... {msg}", err=True))
         from .verify.traffic_report import render as render_traffic
 
-        click.echo(render_traffic(report))
-        if opts.verbose:
-            for label, text in raw.items():
-                click.echo(f"\n--- {label} stderr ---\n{text}")
+        report, _ = api.verify_traffic(model, root=opts.root, size=size, calls=calls, seed=seed, weights=weights,
+                                       device=device, mode=None if mode == "default" else mode,
+                                       analysis_backend=backend or "eager", logs=extra, json_path=json_path,
+                                       progress=progress, on_report=shown(render_traffic))
     else:
         if mode != "default":
             raise click.UsageError("--mode applies to --traffic runs")
-        if device.startswith("cuda"):
-            import torch
 
-            if not torch.cuda.is_available():
-                raise errors.EnvironmentProblem(f"--device {device}: not applicable on this machine (torch sees no "
-                                                "CUDA device); nothing was run, and this is not a pass")
-        report, raw = api.verify(model, root=opts.root, weights=weights, logs=extra, json_path=json_path,
-                                 tolerance=tolerance, backend=backend or "inductor", size=size, device=device)
-        click.echo(render_verify(report, extra, opts.verbose, raw))
+        def show(report, raw) -> None:
+            click.echo(render_verify(report, extra, opts.verbose, raw))
+
+        report, _ = api.verify(model, root=opts.root, weights=weights, logs=extra, json_path=json_path,
+                               tolerance=tolerance, backend=backend or "inductor", size=size, device=device,
+                               progress=progress, on_report=show)
     if json_path:
         click.echo(f"report written to {json_path}")
     if not report.ok:
@@ -282,6 +302,10 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
     if not targets and not matrix:
         raise click.UsageError("give --to VERSION, or --matrix")
     versions = list(targets) if targets else list(ps.known_versions)
+    from .vendoring import check_version
+
+    for v in targets:
+        check_version(ps, v, "--to")
     lock = api.workspace(opts.root).read_lock(model)
     pinned = lock["version"] if lock else ps.pin
     run_tests = upstream_tests if upstream_tests is not None else not matrix
@@ -538,7 +562,7 @@ def export(opts: Options, model: str, size: str, weights: str | None, device: st
       patchkit export chronos2 --size real --out chronos2.pt2 --json chronos2-export.json
     """
     r = api.export(model, root=opts.root, size=size, weights=weights, device=device, out=out, json_path=json_path,
-                   progress=lambda msg: click.echo(f"... {msg}", err=True))
+                   progress=opts.progress())
     rec = r.record
     click.echo(f"exported {r.path} ({r.bytes / 1e6:.1f} MB, {r.seconds:.1f} s): {rec['model']} "
                f"{rec['upstream']['version'][:12]} patch set {rec['patch_hash']}, size {rec['size']} "
@@ -670,32 +694,70 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
+_GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
+def _hoist_global_flags(args: list[str]) -> list[str]:
+    """``patchkit verify chronos2 -v`` means ``patchkit -v verify chronos2``: the flags move before the command."""
+    cut = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:cut] if a in _GLOBAL_FLAGS]
+    return flags + [a for a in args[:cut] if a not in _GLOBAL_FLAGS] + args[cut:]
+
+
+def _interrupted(err: BaseException) -> bool:
+    """True when ``err`` is, or was raised while handling, a Ctrl-C (some libraries wrap it)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    """The one error boundary: every failure becomes one line on stderr and its exit code (``patchkit.errors``)."""
+    args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     verbose = "-v" in args or "--verbose" in args
+    previous = None
     try:
-        cli.main(args=argv, prog_name="patchkit", standalone_mode=False)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)  # finally blocks clean up, as after Ctrl-C
+    except ValueError:  # not the main thread
+        pass
+    try:
+        cli.main(args=args, prog_name="patchkit", standalone_mode=False)
     except click.exceptions.Abort:
         _echo_err("aborted")
-        return 130
+        return errors.EXIT_INTERRUPTED
     except click.ClickException as err:
-        err.show()
+        ctx = getattr(err, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _echo_err(f"{err.format_message()}{hint}")
         return errors.EXIT_BAD_INPUT
-    except errors.PatchkitError as err:
-        if verbose:
-            traceback.print_exc()
-        _echo_err(str(err))
-        return err.exit_code
     except SystemExit as err:
         return int(err.code or 0) if isinstance(err.code, int) or err.code is None else 1
-    except KeyboardInterrupt:
-        _echo_err("interrupted")
-        return 130
-    except Exception as err:  # noqa: BLE001 - last resort: one line, exit 70
+    except BaseException as err:  # noqa: BLE001 - the boundary: one line and an exit code for everything
+        if _interrupted(err):
+            _echo_err("interrupted; nothing half-written was left")
+            return errors.EXIT_INTERRUPTED
+        known = errors.classify(err)
         if verbose:
             traceback.print_exc()
-        _echo_err(f"internal error: {type(err).__name__}: {err} (rerun with --verbose for the traceback)")
+        if known is not None:
+            _echo_err(str(known))
+            return known.exit_code
+        log = errors.write_log("internal", traceback.format_exc())
+        where = f"traceback in {log}; " if log else ""
+        _echo_err(f"internal error: {type(err).__name__}: {errors.one_line(str(err), 300)} ({where}"
+                  "`patchkit -v COMMAND ...` prints it)")
         return errors.EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -162,3 +162,5 @@ class PatchSet:
     #: ``patchkit export``: "module:function" building the users' entry point (e.g. a Chronos2Pipeline) from a
     #: loaded package; None when the model has no ahead-of-time export yet
     aot_runtime: str | None = None
+    #: what ``--weights`` takes: one local checkpoint directory per name, comma-separated
+    weights_dirs: tuple[str, ...] = ("MODEL_DIR",)
