@@ -88,6 +88,8 @@ def export(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | No
         raise BadInput(f"--out {str(path)!r}: a package file name must end in .pt2")
     if path.is_dir():
         raise BadInput(f"--out {str(path)!r} is a directory; give a file name ending in .pt2")
+    if out and not path.parent.is_dir():
+        raise BadInput(f"--out {str(path)!r}: folder {str(path.parent)!r} does not exist (create it first)")
     if device.startswith("cuda"):
         import torch
 
@@ -104,8 +106,6 @@ def export(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | No
         "weights_path": ",".join(str(Path(w).resolve()) for w in weights.split(",")) if weights else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if out and not path.parent.is_dir():
-        raise BadInput(f"--out {str(path)!r}: folder {str(path.parent)!r} does not exist (create it first)")
     made_dist = not path.parent.exists()
     tree = ws.patched(ps.model)
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import patches
 from .apply import ApplyResult, apply as _apply, require_applied
-from .errors import BadInput, EnvironmentProblem, MissingCompiler
+from .errors import BadInput, EnvironmentProblem, MissingCompiler, json_error
 from .patchset import PatchSet
 from .vendoring import VendorResult, vendor as _vendor
 from .verify.report import VerifyReport, verify_trees
@@ -79,13 +79,6 @@ def check_weights(ps: PatchSet, weights: str) -> None:
             raise BadInput(f"--weights: {config} holds a JSON {type(parsed).__name__}, not an object")
         if not any(any(folder.glob(pattern)) for pattern in _WEIGHT_FILES):
             raise BadInput(f"--weights: {part!r} holds no weights file ({', '.join(_WEIGHT_FILES[:4])})")
-
-
-def json_error(err: Exception) -> str:
-    """``Expecting value at line 1, column 1`` for a JSON decode error."""
-    if isinstance(err, json.JSONDecodeError):
-        return f"{err.msg} at line {err.lineno}, column {err.colno}"
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")

@@ -177,9 +177,15 @@ def _run_step(step: Step, files: dict[str, bytes], pristine: dict[str, bytes] | 
 
 def require_applied(ws: Workspace, ps: PatchSet) -> dict:
     """The lock, once the pristine tree matches it and vendor/MODEL is what apply makes (else ``NotVendored``,
-    naming the command that fixes the state found)."""
+    or ``LockMismatch`` naming ``apply --force`` for a hand-edited tree)."""
     if apply(ws, ps, check=True).up_to_date:
         return ws.read_lock(ps.model)
+    refuse_hand_edits(ws, ps)
+    raise NotVendored(f"vendor/{ps.model} is missing or out of date; run `patchkit apply {ps.model}` first")
+
+
+def refuse_hand_edits(ws: Workspace, ps: PatchSet) -> None:
+    """``LockMismatch`` when vendor/MODEL differs from what the last apply wrote (a hand edit)."""
     lock = ws.read_lock(ps.model) or {}
     dest = ws.patched(ps.model)
     recorded = (lock.get("patched") or {}).get("files")
@@ -188,7 +194,6 @@ def require_applied(ws: Workspace, ps: PatchSet) -> dict:
         if {rel: sha256_bytes(data) for rel, data in on_disk.items()} != recorded:
             check_tree_against(dest, on_disk, recorded, what=f"patched tree of {ps.model}",
                                lock_path=ws.lock_path(ps.model), fix=_FORCE_FIX.format(model=ps.model))
-    raise NotVendored(f"vendor/{ps.model} is missing or out of date; run `patchkit apply {ps.model}` first")
 
 
 _FORCE_FIX = "`patchkit apply {model} --force` restores it"

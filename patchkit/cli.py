@@ -52,6 +52,13 @@ class Options:
         started = time.monotonic()
         return lambda msg: click.echo(f"... {msg} ({time.monotonic() - started:.0f} s)", err=True)
 
+    def notes(self, prefix: str = "... "):
+        """Progress lines of the long-running commands that always showed them (bench, build, install, cache
+        warm, upgrade-check): on stderr unless ``--quiet``."""
+        if self.quiet:
+            return lambda msg: None
+        return lambda msg: click.echo(f"{prefix}{msg}", err=True)
+
 
 def _echo_err(msg: str) -> None:
     text = " ".join(x.strip() for x in str(msg).splitlines() if x.strip())
@@ -60,7 +67,18 @@ def _echo_err(msg: str) -> None:
     click.echo(f"patchkit: error: {text}", err=True)
 
 
-@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+class _Boundary(click.Group):
+    """Turns an interrupt inside any command into ``errors.Interrupted`` before click makes it an ``Abort``
+    (and prints a blank line)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as err:
+            raise errors.Interrupted("interrupted") from err
+
+
+@click.group(cls=_Boundary, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
               envvar="PATCHKIT_ROOT", help="Workspace holding vendor/ (locks and vendored trees).")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and subprocess logs (also after the command).")
@@ -313,7 +331,7 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
     for v in versions:
         r = upgrade.upgrade_check(ps, v, pinned=pinned, archive=from_, verify=do_verify,
                                   upstream_tests=run_tests, backend=backend or ("eager" if matrix else "inductor"),
-                                  isolated=isolated, progress=lambda msg: click.echo(f"... {msg}", err=True))
+                                  isolated=isolated, progress=opts.notes())
         reports.append(r)
         if not matrix:
             click.echo(upgrade.render_markdown(r))
@@ -384,7 +402,7 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
         if plot_path:
             raise errors.BadInput("--plot is for the compile-mode rows, not --aot")
         ab = api.bench_aot(model, aot_package, root=opts.root, traffic=traffic, calls=calls, seed=seed,
-                           progress=lambda msg: click.echo(msg, err=True))
+                           progress=opts.notes(""))
         click.echo(bench_mod.render_aot(ab))
         if json_path:
             json_path.write_text(json.dumps(ab.to_json(), indent=2) + "\n")
@@ -396,7 +414,7 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
         raise errors.EnvironmentProblem("--device cuda asked for, but torch sees no CUDA device")
     rep = api.bench(model, root=opts.root, modes=_csv(modes), dtypes=_csv(dtypes), batch=batch, runs=runs,
                     device=device, warm_start=warm_start, size=size, weights=weights, traffic=traffic, calls=calls,
-                    seed=seed, progress=lambda msg: click.echo(msg, err=True))
+                    seed=seed, progress=opts.notes(""))
     from . import bench as bench_mod
 
     click.echo(bench_mod.render_table(rep))
@@ -416,57 +434,21 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
 @click.argument("reports", nargs=-1, required=True)
 @click.option("--suffix", default="", help="Appended to each REPORTS argument (for shell loops).")
 def report(reports: tuple[str, ...], suffix: str) -> None:
-    """Summarise verify JSON reports (plain or --traffic) in one table; exit 1 if any is missing or failed.
+    """Summarise patchkit's JSON reports, one table per kind; exit 1 if any is missing or failed.
+
+    Reads verify (plain, --traffic, --aot), upgrade-check, bench, export and
+    build reports, mixed in one call; a file that is none of them is refused
+    (exit 2, naming it).
 
     \b
     Example:
-      patchkit report reports/chronos2.verify.json reports/toto.verify.json
+      patchkit report reports/*.json
       patchkit report reports/chronos2 reports/toto --suffix .traffic.json
     """
-    loaded = []
-    for name in reports:
-        path = Path(name + suffix)
-        loaded.append((path, json.loads(path.read_text()) if path.exists() else None))
-    traffic = any(r and "units" in r.get("patched", {}) for _, r in loaded)
-    if traffic:
-        rows = [("model", "size", "calls", "graphs up->patched", "patched units (graphs/budget)", "limit hit",
-                 "steady", "eager match", "compiled drift", "result")]
-    else:
-        rows = [("model", "upstream", "breaks up->patched", "recompiles up->patched", "fullgraph", "MAE diff",
-                 "result")]
-    failed = False
-    torch_version = None
-    for path, r in loaded:
-        if r is None:
-            rows.append((path.stem.split(".")[0], *["-"] * (len(rows[0]) - 2), "NO REPORT"))
-            failed = True
-            continue
-        up, pa = r["upstream"], r["patched"]
-        if traffic:
-            checks = {c["what"].split(" (")[0]: c for c in r["fidelity"]}
+    from .verify.summary import load, summarise
 
-            def worst(key: str) -> str:
-                c = checks.get(key)
-                return "-" if c is None else f"{c['worst_rel']:.1e}{'' if c['ok'] else ' FAIL'}"
-
-            units = ", ".join(f"{u['name']} {u['graphs']}/{u['budget']}" for u in pa["units"])
-            rows.append((r["model"], r["size"], str(len(r["calls"])), f"{up['graphs']} -> {pa['graphs']}", units,
-                         f"{'YES' if up['recompile_limit_hit'] else 'no'} -> "
-                         f"{'YES' if pa['recompile_limit_hit'] else 'no'}",
-                         "ok" if pa["steady_ok"] else "FAIL", worst("patched eager vs upstream eager"),
-                         worst("patched compiled vs patched eager"), "OK" if r["ok"] else "FAILED"))
-        else:
-            mae = r.get("mae") or {}
-            rows.append((r["model"], r["upstream_version"][:12], f"{up['graph_breaks']} -> {pa['graph_breaks']}",
-                         f"{up['recompiles']} -> {pa['recompiles']}", "ok" if pa["fullgraph_ok"] else "FAIL",
-                         f"{mae.get('abs_diff', float('nan')):.2g}", "OK" if r["ok"] else "FAILED"))
-        failed |= not r["ok"]
-        torch_version = r["torch_version"]
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
-    if torch_version:
-        click.echo(f"(torch {torch_version}, device cpu)")
+    text, failed = summarise([load(Path(name + suffix)) for name in reports])
+    click.echo(text)
     if failed:
         sys.exit(errors.EXIT_VERIFY_FAILED)
 
@@ -503,7 +485,7 @@ def cache_warm(opts: Options, model: str, size: str, weights: str | None, device
       patchkit cache warm kronos --calls 12
     """
     e = api.cache_warm(model, root=opts.root, size=size, weights=weights, device=device, calls=calls, seed=seed,
-                       progress=lambda msg: click.echo(f"... {msg}", err=True))
+                       progress=opts.notes())
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(e.artifacts.items())) or "no artifact counts"
     click.echo(f"saved {e.path} ({e.bytes / 1e6:.1f} MB: {kinds}) in {e.seconds:.1f} s")
 
@@ -593,7 +575,7 @@ def build(opts: Options, model: str, out: Path | None, json_path: Path | None) -
       patchkit build toto && pip install dist/toto_ts-*.whl
       patchkit build kronos --out wheels/
     """
-    r = api.build(model, root=opts.root, out=out, progress=lambda msg: click.echo(f"... {msg}", err=True))
+    r = api.build(model, root=opts.root, out=out, progress=opts.notes())
     verb = "unchanged" if r.reused else "built"
     click.echo(f"{verb} {_rel(r.wheel, opts.root)} ({r.dist} {r.version}, sha256 {r.sha256[:12]}...)")
     for c in r.relaxed:
@@ -622,7 +604,7 @@ def install(opts: Options, model: str, upstream: bool, force: bool, no_deps: boo
       patchkit install toto --upstream     # back to toto-ts==0.2.0 from the package index
     """
     r = api.install(model, root=opts.root, out=out, upstream=upstream, force=force, deps=not no_deps,
-                    progress=lambda msg: click.echo(f"... {msg}", err=True))
+                    progress=opts.notes())
     click.echo(f"{r.action}: {r.target}" + (" (--force)" if r.forced else ""))
 
 
@@ -708,7 +690,7 @@ def _interrupted(err: BaseException) -> bool:
     """True when ``err`` is, or was raised while handling, a Ctrl-C (some libraries wrap it)."""
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, KeyboardInterrupt):
+        if isinstance(err, (KeyboardInterrupt, errors.Interrupted)):
             return True
         seen.add(id(err))
         err = err.__cause__ or err.__context__
@@ -731,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=args, prog_name="patchkit", standalone_mode=False)
     except click.exceptions.Abort:
-        _echo_err("aborted")
+        _echo_err("interrupted; nothing half-written was left")
         return errors.EXIT_INTERRUPTED
     except click.ClickException as err:
         ctx = getattr(err, "ctx", None)

@@ -108,6 +108,12 @@ class FileSystemProblem(EnvironmentProblem):
     """A file or folder patchkit must write or read cannot be (permissions, read-only, disk full)."""
 
 
+class Interrupted(PatchkitError):
+    """Ctrl-C or SIGTERM while a command ran."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class SubprocessFailed(PatchkitError):
     """A runner subprocess failed; ``exit_code`` is the one the runner reported."""
 
@@ -121,6 +127,13 @@ class SubprocessFailed(PatchkitError):
 def one_line(text: str, limit: int = 400) -> str:
     first = next((x.strip() for x in str(text).splitlines() if x.strip()), "")
     return first[:limit] + ("..." if len(first) > limit else "")
+
+
+def json_error(err: Exception) -> str:
+    """``Expecting value at line 1, column 1`` for a JSON decode error (its own text otherwise)."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg} at line {err.lineno}, column {err.colno}"
+    return one_line(str(err)) or type(err).__name__
 
 
 def from_os_error(err: OSError) -> FileSystemProblem:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import LockMismatch, NotVendored
+from .errors import LockMismatch, NotVendored, json_error
 
 LOCK_FORMAT = 1
 
@@ -116,8 +116,7 @@ class Workspace:
         try:
             lock = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            where = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else "not UTF-8"
-            raise LockMismatch(f"{path} is not valid JSON ({where}); {fix}") from err
+            raise LockMismatch(f"{path} is not valid JSON ({json_error(err)}); {fix}") from err
         problem = lock_shape_problem(lock, model)
         if problem:
             raise LockMismatch(f"{path}: {problem}; {fix}")

@@ -124,6 +124,16 @@ def run_logged(cmd: list[str], *, model: str, label: str, tree: Path, logs: str,
     return proc
 
 
+#: runner processes started by ``stream`` and still running (``kill_children`` ends them on an interrupt)
+_CHILDREN: set[subprocess.Popen] = set()
+
+
+def kill_children() -> None:
+    """Kill every running runner: an interrupt reaches the main thread only, the runners wait in worker threads."""
+    for child in list(_CHILDREN):
+        child.kill()
+
+
 def stream(cmd: list[str], *, env: dict[str, str], timeout: float, cwd: str | Path,
            on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess:
     """``subprocess.run(cmd, capture_output=True, text=True)``, calling ``on_line`` with each stderr line as it
@@ -131,6 +141,7 @@ def stream(cmd: list[str], *, env: dict[str, str], timeout: float, cwd: str | Pa
     import threading
 
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    _CHILDREN.add(child)
     out: list[str] = []
     err: list[str] = []
     reader = threading.Thread(target=lambda: out.append(child.stdout.read()), daemon=True)  # type: ignore[union-attr]
@@ -151,6 +162,7 @@ def stream(cmd: list[str], *, env: dict[str, str], timeout: float, cwd: str | Pa
         raise
     finally:
         timer.cancel()
+        _CHILDREN.discard(child)
     if fired:
         raise subprocess.TimeoutExpired(cmd, timeout, "".join(out), "".join(err))
     return subprocess.CompletedProcess(cmd, child.returncode, "".join(out), "".join(err))
@@ -270,7 +282,11 @@ def verify_trees(
                                forecast=(("eager" if label == "upstream" else "compiled") if forecasts else "none"))
             for label, tree in jobs.items()
         }
-        results = {label: f.result() for label, f in futures.items()}
+        try:
+            results = {label: f.result() for label, f in futures.items()}
+        except BaseException:
+            kill_children()  # the other variant's run is of no use now; do not wait minutes for it
+            raise
     variants = {label: summarize_variant(label, jobs[label], *results[label]) for label in jobs}
     up_data, pa_data = results["upstream"][0], results["patched"][0]
 
