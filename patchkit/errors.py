@@ -131,8 +131,8 @@ def one_line(text: str, limit: int = 400) -> str:
 
 def json_error(err: Exception) -> str:
     """``Expecting value at line 1, column 1`` for a JSON decode error (its own text otherwise)."""
-    if isinstance(err, json.JSONDecodeError):
-        return f"{err.msg} at line {err.lineno}, column {err.colno}"
+    if isinstance(err, json.JSONDecodeError):  # "Unterminated string starting at" has its own "at"
+        return f"{err.msg}{'' if err.msg.endswith(' at') else ' at'} line {err.lineno}, column {err.colno}"
     return one_line(str(err)) or type(err).__name__
 
 

@@ -252,6 +252,7 @@ def test_read_only_vendor_during_vendor_is_exit_3(chronos_vendored, tmp_path, ca
     ("{}", "lock format None"),
     ('{"format": 99}', "lock format 99"),
     ("{not json", "is not valid JSON (Expecting property name enclosed in double quotes at line 1, column 2)"),
+    ('{"format', "is not valid JSON (Unterminated string starting at line 1, column 2)"),
 ])
 def test_lock_of_the_wrong_shape_is_exit_2_naming_the_fix(chronos_vendored, tmp_path, capsys, text, words):
     root = copy_ws(chronos_vendored, tmp_path)
@@ -512,3 +513,34 @@ def test_sigterm_during_verify_leaves_nothing(toto_ws, tmp_path, private_tmp):
     out, err = proc.communicate(timeout=60)
     one_error_line(proc.returncode, err, errors.EXIT_INTERRUPTED, "interrupted")
     assert snapshot(toto_ws / "vendor") == verdicts  # a stopped run records no verdict and leaves no staging
+
+
+def test_sigterm_during_export_leaves_no_partial_package(chronos_applied, tmp_path, private_tmp):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    env = {**os.environ, "TMPDIR": str(private_tmp)}
+    proc = subprocess.Popen([*PATCHKIT, "--root", str(chronos_applied), "export", "chronos2", "--out",
+                             str(out_dir / "x.pt2")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not any(private_tmp.glob("patchkit-export-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    assert [p.name for p in out_dir.iterdir() if p.name.endswith(".pt2.partial")]  # the run is under way
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    one_error_line(proc.returncode, err, errors.EXIT_INTERRUPTED, "interrupted")
+    assert list(out_dir.iterdir()) == [] and not (chronos_applied / "dist").exists()
+
+
+def test_progress_only_on_a_terminal_and_not_quiet(capsys, monkeypatch):
+    from patchkit.cli import Options
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    Options(Path("."), False).progress()("chronos2 upstream: workload")
+    assert capsys.readouterr().err == "... chronos2 upstream: workload (0 s)\n"
+    Options(Path("."), False, quiet=True).progress()("x")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    Options(Path("."), False).progress()("x")
+    assert capsys.readouterr().err == ""
