@@ -211,9 +211,11 @@ def _fake_package(path: Path, ws: Path, model: str = "chronos2") -> Path:
     return path
 
 
-def test_damaged_package_library_is_corrupt_package_exit_2(chronos_applied, tmp_path, capsys):
+@pytest.mark.parametrize("command", ["bench", "verify"])
+def test_damaged_package_library_is_corrupt_package_exit_2(chronos_applied, tmp_path, capsys, command):
     pkg = _fake_package(tmp_path / "x.pt2", chronos_applied)
-    code, out, err = run_cli(capsys, "--root", str(chronos_applied), "-q", "bench", "chronos2", "--aot", str(pkg))
+    code, out, err = run_cli(capsys, "--root", str(chronos_applied), "-q", command, "chronos2", "--aot", str(pkg),
+                             "--calls", "2")
     one_error_line(code, err, errors.EXIT_BAD_INPUT, "its programs do not load")
     # the loader's aotinductor_* unpack folder in TMPDIR is removed: the autouse fixture checks it is empty
 
@@ -315,6 +317,18 @@ def test_unwritable_json_prints_the_verdict_then_fails_on_the_write(chronos_appl
     code, out, err = run_cli(capsys, "--root", str(root), "verify", "chronos2", "--json", str(target))
     one_error_line(code, err, errors.EXIT_ENVIRONMENT, "Permission denied", str(target))
     assert out.rstrip().endswith("OK") and "3" in out  # the verdict was printed before the write failed
+
+
+def test_read_only_verdict_record_prints_the_verdict_then_exit_3(chronos_applied, tmp_path, capsys, monkeypatch):
+    _canned_verify(monkeypatch)
+
+    def refuse(path, text):
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr("patchkit.distribute.atomic_write_text", refuse)
+    code, out, err = run_cli(capsys, "--root", str(chronos_applied), "verify", "chronos2")
+    one_error_line(code, err, errors.EXIT_ENVIRONMENT, "Read-only file system", ".verify")
+    assert out.rstrip().endswith("OK")
 
 
 def test_json_into_a_missing_folder_is_exit_2_after_the_verdict(chronos_applied, tmp_path, capsys, monkeypatch):
