@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Sequence
 import libcst as cst
 import libcst.matchers as m
 from libcst.codemod import CodemodContext, VisitorBasedCodemodCommand
+from libcst.helpers import parse_template_expression
 from libcst.metadata import PositionProvider
 
 
@@ -42,10 +43,53 @@ def strip_parens(node: cst.BaseExpression) -> cst.BaseExpression:
     return node.with_changes(lpar=[], rpar=[]) if getattr(node, "lpar", None) else node
 
 
+# -- building code from matched nodes ----------------------------------------------------------------------
+# Replacement code is built from nodes (``libcst.helpers.parse_template_*`` with node placeholders, or node
+# constructors), never by formatting an operand's source into a string: an operand spliced into a tighter context
+# (``X.shape[0]``, ``B - X``, ``X == 0``) is wrapped in parentheses by ``parenthesize`` when it needs them.
+
+#: Binding strength of an expression, loosest first (the Python grammar's precedence table).
+NAMED, LAMBDA, IFEXP, OR, AND, NOT, COMPARISON, BIT_OR, BIT_XOR, BIT_AND, SHIFT, ADD, MUL, UNARY, POWER, AWAIT, ATOM = (
+    range(17)
+)
+_BINARY = {
+    cst.BitOr: BIT_OR, cst.BitXor: BIT_XOR, cst.BitAnd: BIT_AND, cst.LeftShift: SHIFT, cst.RightShift: SHIFT,
+    cst.Add: ADD, cst.Subtract: ADD, cst.Multiply: MUL, cst.Divide: MUL, cst.FloorDivide: MUL, cst.Modulo: MUL,
+    cst.MatrixMultiply: MUL, cst.Power: POWER,
+}
+
+
+def precedence(node: cst.BaseExpression) -> int:
+    """How tightly ``node`` binds as written (``ATOM`` when it carries its own parentheses)."""
+    if getattr(node, "lpar", None):
+        return ATOM
+    if isinstance(node, cst.BinaryOperation):
+        return _BINARY[type(node.operator)]
+    if isinstance(node, cst.BooleanOperation):
+        return AND if isinstance(node.operator, cst.And) else OR
+    if isinstance(node, cst.UnaryOperation):
+        return NOT if isinstance(node.operator, cst.Not) else UNARY
+    levels = {cst.Comparison: COMPARISON, cst.IfExp: IFEXP, cst.Lambda: LAMBDA, cst.Await: AWAIT,
+              cst.NamedExpr: NAMED, cst.Yield: NAMED, cst.StarredElement: NAMED, cst.GeneratorExp: NAMED}
+    if isinstance(node, cst.Tuple):  # a bare ``a, b`` (with no parentheses of its own) binds loosest of all
+        return NAMED
+    return next((level for cls, level in levels.items() if isinstance(node, cls)), ATOM)
+
+
+def parenthesize(node: cst.BaseExpression, at_least: int = ATOM) -> cst.BaseExpression:
+    """``node`` wrapped in parentheses when it binds looser than ``at_least``, the context it goes into: the
+    default ``ATOM`` is the receiver of ``.attr``, ``[...]`` or ``(...)``; ``MUL`` the left operand of ``*``,
+    ``MUL + 1`` its right one; ``COMPARISON + 1`` an operand of ``==``.  Names, attributes, calls, subscripts,
+    literals and parenthesised expressions are left as they are."""
+    if precedence(node) >= at_least:
+        return node
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
 def compiled_else_eager(compiled: cst.BaseExpression, eager: cst.BaseExpression) -> cst.IfExp:
     """``(compiled if torch.compiler.is_compiling() else eager)``: eager keeps upstream's expression verbatim."""
     return cst.IfExp(
-        test=cst.parse_expression(IS_COMPILING_CODE), body=compiled, orelse=eager,
+        test=cst.parse_expression(IS_COMPILING_CODE), body=parenthesize(compiled, OR), orelse=parenthesize(eager, LAMBDA),
         lpar=[cst.LeftParen()], rpar=[cst.RightParen()],
     )
 
@@ -378,7 +422,8 @@ class RoutingCodemod(StepCallCodemod):
         if self.HELPER in self.unrouted(updated_node)[0]:
             self.record_already(original_node, self.already_text(call_name))
             return updated_node
-        router = cst.parse_expression(f"{self.HELPER}({code(updated_node.func)}{self.router_args()})")
+        # router_args() is option text only: the matched callee goes in as a node
+        router = parse_template_expression(f"{self.HELPER}({{callee}}{self.router_args()})", callee=updated_node.func)
         self._wrapped = True
         self.record(original_node, self.describe(call_name, router))
         return updated_node.with_changes(func=router)
@@ -398,6 +443,8 @@ class CodemodResult:
     changed: bool
     matches: Sequence[Site] = field(default_factory=tuple)
     already: Sequence[Site] = field(default_factory=tuple)
+    #: what the codemod wrote to ``context.warnings``: sites it left as they are, checks it could not keep
+    warnings: Sequence[str] = field(default_factory=tuple)
 
 
 def run_codemod(
@@ -424,4 +471,5 @@ def run_codemod(
         changed=code != source,
         matches=tuple(command.matches),
         already=tuple(command.already),
+        warnings=tuple(context.warnings),
     )

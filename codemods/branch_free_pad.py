@@ -6,21 +6,22 @@ from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
+from libcst.helpers import parse_template_expression, parse_template_statement
 
 from .base import IS_COMPILING as _IS_COMPILING_CALL
 from .base import IS_COMPILING_CODE as _IS_COMPILING
-from .base import ScopedCodemod
+from .base import ADD, MUL, ScopedCodemod, parenthesize
 from .base import code as _code
 
 
-def _residue(test: cst.BaseExpression) -> tuple[str, str] | None:
+def _residue(test: cst.BaseExpression) -> tuple[cst.BaseExpression, cst.BaseExpression] | None:
     """``(A, B)`` for a test ``A % B != 0``, else None."""
     if not m.matches(test, m.Comparison(left=m.BinaryOperation(operator=m.Modulo()),
                                         comparisons=[m.ComparisonTarget(operator=m.NotEqual(),
                                                                         comparator=m.Integer("0"))])):
         return None
     mod = test.left  # type: ignore[attr-defined]
-    return _code(mod.left), _code(mod.right)
+    return mod.left, mod.right
 
 
 def _shortfall(node: cst.CSTNode, a: str, b: str) -> bool:
@@ -36,7 +37,7 @@ _FULL = m.Call(func=m.Attribute(value=m.Name("torch"), attr=m.Name("full")))
 _CAT = m.Call(func=m.Attribute(value=m.Name("torch"), attr=m.Name("concat") | m.Name("cat")))
 
 
-def _pad_shape(body: cst.BaseSuite) -> tuple[str, str, str] | None:
+def _pad_shape(body: cst.BaseSuite) -> tuple[str, cst.BaseExpression, str] | None:
     """``(tensor, fill, side)`` for a body that builds ``P = torch.full(..., fill_value=V, ...)`` and then
     ``X = torch.cat((P, X), dim=-1)`` (side "left") or ``(X, P)`` ("right"); None for any other shape."""
     padding = fill = None
@@ -45,7 +46,7 @@ def _pad_shape(body: cst.BaseSuite) -> tuple[str, str, str] | None:
         pos = [a.value for a in stmt.value.args if a.keyword is None]  # type: ignore[attr-defined]
         value = kw.get("fill_value", pos[1] if len(pos) > 1 else None)
         if value is not None:
-            padding, fill = stmt.targets[0].target.value, _code(value)  # type: ignore[attr-defined]
+            padding, fill = stmt.targets[0].target.value, value  # type: ignore[attr-defined]
     if padding is None:
         return None
     for stmt in m.findall(body, m.Assign(targets=[m.AssignTarget(target=m.Name())], value=_CAT)):
@@ -110,15 +111,22 @@ class BranchFreePad(ScopedCodemod):
             return updated_node
         a, b = residue
         shape = _pad_shape(updated_node.body)
-        if shape is None or not _shortfall(updated_node.body, a, b):
+        if shape is None or not _shortfall(updated_node.body, _code(a), _code(b)):
             return updated_node  # not a NaN/constant pad of the expected shape: not this hazard
         tensor, fill, side = shape
-        amount = f"({b} - ({a} % {b})) % {b}"
-        pads = f"({amount}, 0)" if side == "left" else f"(0, {amount})"
-        compiled = cst.parse_statement(f"{tensor} = torch.nn.functional.pad({tensor}, {pads}, value={fill})")
+        # (B - (A % B)) % B: A is the left operand of %, B the left of - and the right of %
+        amount = parse_template_expression(
+            "({b_left} - ({a} % {b_right})) % {b_right}",
+            a=parenthesize(a, MUL), b_left=parenthesize(b, ADD), b_right=parenthesize(b, MUL + 1),
+        )
+        compiled = parse_template_statement(
+            "{x} = torch.nn.functional.pad({x}, ({amount}, 0), value={fill})" if side == "left"
+            else "{x} = torch.nn.functional.pad({x}, (0, {amount}), value={fill})",
+            x=cst.Name(tensor), amount=amount, fill=fill,
+        )
         self.require_import("torch")
         self.record(original_node, f"`if {_code(test)}:` kept for eager; compiled code pads `{tensor}` by "
-                                   f"`{amount}` with torch.nn.functional.pad")
+                                   f"`{_code(amount)}` with torch.nn.functional.pad")
         return cst.If(
             test=cst.parse_expression(_IS_COMPILING),
             body=cst.IndentedBlock(body=[compiled]),

@@ -6,6 +6,7 @@ from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
+from libcst.helpers import parse_template_expression
 
 from .base import CodemodOptionError, ScopedCodemod, append_helpers, code, compiled_else_eager, strip_parens
 
@@ -128,8 +129,13 @@ class ChunkedReduction(ScopedCodemod):
         if site is None:
             return updated_node
         reduction, x, dim, keepdim = site
-        keep = "" if keepdim is None else f", keepdim={code(keepdim)}"
-        chunked = cst.parse_expression(f'{HELPER}("{reduction}", {code(strip_parens(x))}, {code(dim)}{keep})')
+        # the reduced tensor as an argument: its own parentheses go, unless it is a tuple or generator
+        x = x if isinstance(strip_parens(x), (cst.Tuple, cst.GeneratorExp)) else strip_parens(x)
+        chunked = parse_template_expression(
+            f'{HELPER}("{reduction}", {{x}}, {{dim}})' if keepdim is None
+            else f'{HELPER}("{reduction}", {{x}}, {{dim}}, keepdim={{keepdim}})',
+            x=x, dim=dim, **({} if keepdim is None else {"keepdim": keepdim}),
+        )
         self._rewrote = True
         self.require_import("torch")
         self.record(original_node, f"`{code(original_node)}` kept for eager; compiled code sums chunks of {CHUNK}")

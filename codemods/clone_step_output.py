@@ -8,7 +8,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from .base import StepCallCodemod
-from .cudagraph_step import _is_clone_of, _target_names
+from .cudagraph_step import _clone_line, _is_clone_of, _target_names
 
 
 class CloneStepOutput(StepCallCodemod):
@@ -70,7 +70,7 @@ class CloneStepOutput(StepCallCodemod):
                 if following is not None and _is_clone_of(following, name):
                     self.record_already(originals[i], f"`{name}` already cloned after the compiled call")
                     continue
-                out.append(cst.parse_statement(f"{name} = {name}.clone()"))
+                out.append(_clone_line(name))
                 self.record(originals[i], f"clone `{name}` after the compiled call")
                 changed = True
         return updated_node.with_changes(body=out) if changed else updated_node

@@ -6,6 +6,7 @@ from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
+from libcst.helpers import parse_template_statement
 from libcst.codemod.visitors import AddImportsVisitor
 
 from .base import PatchkitCodemod
@@ -39,6 +40,11 @@ def _target_names(target: cst.BaseExpression) -> list[str]:
             out.extend(_target_names(el.value))
         return out
     return []
+
+
+def _clone_line(name: str) -> cst.SimpleStatementLine:
+    """``<name> = <name>.clone()``."""
+    return parse_template_statement("{name} = {name}.clone()", name=cst.Name(name))
 
 
 def _is_clone_of(stmt: cst.CSTNode, name: str) -> bool:
@@ -145,7 +151,7 @@ class CudagraphStep(PatchkitCodemod):
                 if following is not None and _is_clone_of(following, name):
                     self.record_already(originals[i], f"`{name}` already cloned after its step call")
                     continue
-                out.append(cst.parse_statement(f"{name} = {name}.clone()"))
+                out.append(_clone_line(name))
                 self.record(originals[i], f"clone `{name}` after its step call")
                 changed = True
         if not changed:

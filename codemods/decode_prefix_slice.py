@@ -7,9 +7,9 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
+from libcst.helpers import parse_template_statement
 
-from .base import CodemodOptionError, PatchkitCodemod
-from .base import code as _code
+from .base import ADD, CodemodOptionError, PatchkitCodemod, parenthesize
 from .base import strip_parens as _strip
 from .base import IS_COMPILING as _IS_COMPILING
 
@@ -91,8 +91,10 @@ class DecodePrefixSlice(PatchkitCodemod):
             m.findall(s, m.Call(func=m.Attribute(value=m.Name(cache)))) for s in head
         ) or not any(m.findall(s, m.AssignTarget(target=m.Name(prefix))) for s in head):
             return updated_node
-        static = cst.parse_statement(
-            f"{prefix} = 0 if {cache}.{self.options['empty_method']}() else {tensor}.shape[-1] - {step}\n"
+        static = parse_template_statement(
+            "{prefix} = 0 if {cache}.{empty}() else {tensor}.shape[-1] - {step}",
+            prefix=cst.Name(prefix), cache=cst.Name(cache), empty=cst.Name(self.options["empty_method"]),
+            tensor=cst.Name(tensor), step=parenthesize(step, ADD + 1),  # the right operand of `-`
         )
         static = static.with_changes(
             leading_lines=[
@@ -106,9 +108,13 @@ class DecodePrefixSlice(PatchkitCodemod):
         compiled: list[cst.BaseStatement] = [static]
         check = self.options["prefix_tensor"]
         if check is not None:
-            compiled.append(cst.parse_statement(
-                f"torch._assert_async(({check}) == {prefix}, "
-                f"\"decode-prefix-slice: compiled decode takes exactly one new step past the cache\")\n"
+            check_node = cst.parse_expression(check)  # option text, always parenthesised as given
+            check_node = check_node.with_changes(lpar=[cst.LeftParen(), *check_node.lpar],
+                                                 rpar=[*check_node.rpar, cst.RightParen()])
+            compiled.append(parse_template_statement(
+                'torch._assert_async({check} == {prefix}, '
+                '"decode-prefix-slice: compiled decode takes exactly one new step past the cache")',
+                check=check_node, prefix=cst.Name(prefix),
             ))
         else:
             self.context.warnings.append(
@@ -146,7 +152,7 @@ class DecodePrefixSlice(PatchkitCodemod):
         return None
 
     @staticmethod
-    def _step(rest: list[cst.BaseStatement], tensor: str, prefix: str) -> str | None:
+    def _step(rest: list[cst.BaseStatement], tensor: str, prefix: str) -> cst.BaseExpression | None:
         """STEP from ``assert (P == 0) or (X.shape[-1] == STEP)`` after the slice."""
         for stmt in rest:
             if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Assert)):
@@ -164,5 +170,5 @@ class DecodePrefixSlice(PatchkitCodemod):
             )
             left, right = _strip(test.left), _strip(test.right)
             if m.matches(left, zero) and m.matches(right, shape):
-                return _code(right.comparisons[0].comparator)  # type: ignore[attr-defined]
+                return right.comparisons[0].comparator  # type: ignore[attr-defined]
         return None

@@ -9,7 +9,7 @@ import libcst.matchers as m
 
 from libcst.metadata import PositionProvider, QualifiedNameProvider
 
-from .base import CodemodOptionError, PatchkitCodemod, code, strip_parens
+from .base import NOT, CodemodOptionError, PatchkitCodemod, code, parenthesize, strip_parens
 
 _PREDICATES = ("isnan", "isinf", "isneginf", "isposinf")
 _REDUCTIONS = ("any", "all")
@@ -140,13 +140,10 @@ class IsnanGuard(PatchkitCodemod):
         src = code(strip_parens(test))
         self.require_import("torch")
         if self.options["mode"] == "gate":
-            right = test
-            if isinstance(strip_parens(test), cst.BooleanOperation) and not test.lpar:  # type: ignore[attr-defined]
-                right = test.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
             gated = cst.BooleanOperation(
                 left=cst.parse_expression("not torch.compiler.is_compiling()"),
                 operator=cst.And(),
-                right=right,
+                right=parenthesize(test, NOT),  # the right operand of `and`: `a or b`, `x if c else y` need parens
             )
             self.record(original_node, f"gated `if {src}: raise`")
             return updated_node.with_changes(test=gated)

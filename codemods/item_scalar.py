@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import libcst as cst
 import libcst.matchers as m
+from libcst.helpers import parse_template_statement
 
 from .base import CodemodOptionError, PatchkitCodemod, code, compiled_else_eager
 
@@ -174,7 +175,8 @@ class ItemScalar(PatchkitCodemod):
             )
             if not fills:
                 continue
-            stmt = cst.parse_statement(f"self.{self._host(table)} = self.{table}.tolist()\n")
+            stmt = parse_template_statement("self.{host} = self.{table}.tolist()",
+                                            host=cst.Name(self._host(table)), table=cst.Name(table))
             stmt = stmt.with_changes(
                 leading_lines=[
                     cst.EmptyLine(

@@ -7,6 +7,7 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
+from libcst.helpers import parse_template_expression, parse_template_statement
 
 from .base import PatchkitCodemod
 from .base import code as _code
@@ -94,9 +95,11 @@ class MarkGrowingDynamic(PatchkitCodemod):
             if name in marked:
                 continue
             dim = grown[name]
-            dim_src = str(dim) if dim >= 0 else f"{name}.ndim - {-dim}"
+            tensor = cst.Name(name)
+            dim_node = (cst.Integer(str(dim)) if dim >= 0
+                        else parse_template_expression("{x}.ndim - {n}", x=tensor, n=cst.Integer(str(-dim))))
             AddImportsVisitor.add_needed_import(self.context, "torch")
-            new.append(cst.parse_statement(f"torch._dynamo.maybe_mark_dynamic({name}, {dim_src})\n"))
+            new.append(parse_template_statement("torch._dynamo.maybe_mark_dynamic({x}, {dim})", x=tensor, dim=dim_node))
             self.record(original_node, f"{name} grows by torch.cat(dim={dim}) each iteration -> marked dynamic")
         if not new:
             return updated_node

@@ -7,8 +7,9 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
+from libcst.helpers import parse_template_expression
 
-from .base import PatchkitCodemod
+from .base import COMPARISON, PatchkitCodemod, parenthesize
 from .base import strip_parens as _strip
 
 _HELPER = '''
@@ -117,11 +118,13 @@ class OffsetCausalMask(PatchkitCodemod):
             return updated_node
         code = cst.Module([]).code_for_node
         off = code(offset)
-        new_mask = cst.parse_expression(
-            f"{self.options['helper']}({mask_name}, {off}, {code(query)}, {code(key)})"
+        new_mask = parse_template_expression(
+            "{helper}({mask}, {offset}, {query}, {key})",
+            helper=cst.Name(self.options["helper"]), mask=cst.Name(mask_name), offset=offset, query=query, key=key,
         )
-        new_causal = cst.parse_expression(
-            f"({mask_name} is None and not torch.is_tensor({off}) and {off} == 0)"
+        new_causal = parse_template_expression(
+            "({mask} is None and not torch.is_tensor({offset}) and {compared} == 0)",
+            mask=cst.Name(mask_name), offset=offset, compared=parenthesize(offset, COMPARISON + 1),
         )
         args = []
         for arg in updated_node.args:

@@ -6,6 +6,7 @@ from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
+from libcst.helpers import parse_template_statement
 
 from .base import IS_COMPILING, IS_COMPILING_CODE, CodemodOptionError, PatchkitCodemod
 
@@ -250,7 +251,7 @@ class RopeStaticCache(PatchkitCodemod):
             if _assigned_self_attr(stmt) == o["length_attr"]:
                 continue
             body.append(stmt.visit(_AttrToLocal(mapping)))  # type: ignore[arg-type]
-        body.append(cst.parse_statement(f"return {mapping[cos]}, {mapping[sin]}"))
+        body.append(parse_template_statement("return {cos}, {sin}", cos=cst.Name(mapping[cos]), sin=cst.Name(mapping[sin])))
         # Keep the original signature and decorators; the first statement keeps
         # its comments but no blank line.
         if body and hasattr(body[0], "leading_lines"):
@@ -263,9 +264,9 @@ class RopeStaticCache(PatchkitCodemod):
 
     def _split_cache_method(self, cache_fn: cst.FunctionDef, x_name: str, len_name: str) -> cst.FunctionDef:
         """Upstream's cache method behind a compiled-only early return."""
-        split = cst.parse_statement(
-            f"if {IS_COMPILING_CODE}:\n"
-            f"    return self.{self.options['compute_method']}({x_name}, {len_name})\n"
+        split = parse_template_statement(
+            f"if {IS_COMPILING_CODE}:\n    return self.{{compute}}({{x}}, {{length}})\n",
+            compute=cst.Name(self.options["compute_method"]), x=cst.Name(x_name), length=cst.Name(len_name),
         )
         comment = cst.EmptyLine(comment=cst.Comment(
             "# rope-static-cache: compiled code computes the table per call and writes no module state"))

@@ -7,14 +7,38 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
+from libcst.helpers import parse_template_expression, parse_template_module, parse_template_statement
 
-from .base import PatchkitCodemod
+from .base import OR, PatchkitCodemod, parenthesize
 from .base import code as _code
 from .base import IS_COMPILING, IS_COMPILING_CODE as _IS_COMPILING
 
 
 def _self_attr(name: str) -> m.Attribute:
     return m.Attribute(value=m.Name("self"), attr=m.Name(name))
+
+
+#: The accessors added to the cache class; ``{sliced_read}`` is replaced by ``_SLICED_READ`` when the class
+#: has a layout read as before (option ``sliced_read_when``), else dropped.
+_METHODS = '''
+def {position}(self, {layer}: int) -> torch.Tensor:
+    """Fill position of the layer's slot as a 0-d tensor copy (no host sync; stays valid after append)."""
+    {slot_assign}
+    return self.{index}[{slot}].clone()
+
+def {read}(self, {layer}: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The slot's whole preallocated K/V buffers (static shapes); the caller masks unfilled positions."""
+{sliced_read}
+    {slot_assign}
+    return self.{keys}[{slot}], self.{values}[{slot}]
+
+def {empty}(self) -> bool:
+    """True until the first append after construction or reset(): a host bool, constant within a phase."""
+    return self.{flag}
+'''
+_SLICED_READ = """    if self.{sliced}:
+        return self[{layer}]
+"""
 
 
 def _not_compiling_if(node: cst.CSTNode) -> bool:
@@ -105,6 +129,7 @@ class StaticKvCache(PatchkitCodemod):
         self._layer_param = "layer_idx"
         self._start_name = ""
         self._seq_dims: list[tuple[str | None, bool, int]] = []
+        self._tests: dict[str, cst.BaseExpression] = {}  # source of each if-test in _seq_dims -> its node
 
     # -- helpers -------------------------------------------------------------
     @property
@@ -150,11 +175,13 @@ class StaticKvCache(PatchkitCodemod):
         """Collect (if-test, branch, sequence dim) of every buffer write in append()."""
         for stmt in getattr(block, "body", ()):
             if isinstance(stmt, cst.If):
-                self._scan_writes(stmt.body, _code(stmt.test), True)
+                key = _code(stmt.test)
+                self._tests[key] = stmt.test
+                self._scan_writes(stmt.body, key, True)
                 if isinstance(stmt.orelse, cst.Else):
-                    self._scan_writes(stmt.orelse.body, _code(stmt.test), False)
+                    self._scan_writes(stmt.orelse.body, key, False)
                 elif isinstance(stmt.orelse, cst.If):
-                    self._scan_writes(cst.IndentedBlock(body=[stmt.orelse]), _code(stmt.test), False)
+                    self._scan_writes(cst.IndentedBlock(body=[stmt.orelse]), key, False)
             elif isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1:
                 inner = stmt.body[0]
                 parts = self._write_parts(inner)
@@ -189,29 +216,20 @@ class StaticKvCache(PatchkitCodemod):
                 f"{self.options['append_method']}(); class left as is"
             )
             return updated_node
-        slot_src = _code(self._slot_assign).strip()
-        p = self._layer_param
+        o = self.options
         k, v = self._buffers
-        idx = self.options["index_attr"]
-        sliced = ""
-        if self.options["sliced_read_when"]:
-            sliced = f"    if self.{self.options['sliced_read_when']}:\n        return self[{p}]\n"
-        methods = f'''
-def {self.options["position_method"]}(self, {p}: int) -> torch.Tensor:
-    """Fill position of the layer's slot as a 0-d tensor copy (no host sync; stays valid after append)."""
-    {slot_src}
-    return self.{idx}[{self._slot_name()}].clone()
-
-def {self.options["read_method"]}(self, {p}: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The slot's whole preallocated K/V buffers (static shapes); the caller masks unfilled positions."""
-{sliced}    {slot_src}
-    return self.{k}[{self._slot_name()}], self.{v}[{self._slot_name()}]
-
-def {self.options["empty_method"]}(self) -> bool:
-    """True until the first append after construction or reset(): a host bool, constant within a phase."""
-    return self.{self.options["flag_attr"]}
-'''
-        new_defs = list(cst.parse_module(methods).body)
+        names = {"position": o["position_method"], "read": o["read_method"], "empty": o["empty_method"],
+                 "layer": self._layer_param, "index": o["index_attr"], "keys": k, "values": v,
+                 "flag": o["flag_attr"], "slot": self._slot_name()}
+        if o["sliced_read_when"]:
+            names["sliced"] = o["sliced_read_when"]
+        methods = parse_template_module(
+            _METHODS.replace("{sliced_read}\n", _SLICED_READ if o["sliced_read_when"] else ""),
+            # upstream's own `slot = ...` line, as a node
+            slot_assign=self._slot_assign,
+            **{key: cst.Name(name) for key, name in names.items()},
+        )
+        new_defs = list(methods.body)
         new_defs = [d.with_changes(leading_lines=[cst.EmptyLine(indent=False)]) for d in new_defs]
         self.record(original_node, f"added {', '.join(n + '()' for n in wanted)} to {original_node.name.value}")
         return updated_node.with_changes(body=updated_node.body.with_changes(body=[*updated_node.body.body, *new_defs]))
@@ -237,26 +255,34 @@ def {self.options["empty_method"]}(self) -> bool:
             return updated_node
         name = original_node.name.value
         flag = self.options["flag_attr"]
-        extra: list[str] = []
+        extra: list[cst.BaseStatement] = []
+
+        def set_flag(value: str) -> None:
+            extra.append(parse_template_statement("self.{flag} = {value}", flag=cst.Name(flag), value=cst.Name(value)))
+
+        def mark_dynamic(buf: str, dim: cst.BaseExpression) -> None:
+            extra.append(parse_template_statement("torch._dynamo.maybe_mark_dynamic(self.{buf}, {dim})",
+                                                  buf=cst.Name(buf), dim=dim))
+
         if name == self.options["init_method"]:
-            extra.append(f"self.{flag} = True")
+            set_flag("True")
             for buf in self._buffers:
                 dim = self._dim_expr()
                 if dim is not None:
-                    extra.append(f"torch._dynamo.maybe_mark_dynamic(self.{buf}, {dim})")
+                    mark_dynamic(buf, dim)
                 for row_dim in self.options["row_dims"]:
-                    extra.append(f"torch._dynamo.maybe_mark_dynamic(self.{buf}, {row_dim})")
+                    mark_dynamic(buf, cst.Integer(str(row_dim)))
         elif name == self.options["append_method"] and self._start_name:
-            extra.append(f"self.{flag} = False")
+            set_flag("False")
         elif name == self.options["reset_method"]:
-            extra.append(f"self.{flag} = True")
+            set_flag("True")
         if not extra:
             return updated_node
         flag_set = m.Assign(targets=[m.AssignTarget(target=_self_attr(flag))])
         if m.findall(original_node, flag_set):
             self.record_already(original_node, f"{name}() already maintains self.{flag}")
             return updated_node
-        stmts = [cst.parse_statement(s + "\n") for s in extra]
+        stmts = extra
         comment = {
             self.options["init_method"]: "# static cache: host phase flag; the sequence capacity follows the horizon, "
             "so let one graph serve every capacity",
@@ -269,17 +295,20 @@ def {self.options["empty_method"]}(self) -> bool:
         body = updated_node.body.with_changes(body=[*updated_node.body.body, *stmts])
         return updated_node.with_changes(body=body)
 
-    def _dim_expr(self) -> str | None:
+    def _dim_expr(self) -> cst.BaseExpression | None:
         """Sequence dim of the full buffers, from the writes in append() (per layout branch)."""
         dims = sorted(set(self._seq_dims), key=lambda t: (t[0] or "", not t[1]))
         if not dims:
             return None
         if len({d for _, _, d in dims}) == 1:
-            return str(dims[0][2])
+            return cst.Integer(str(dims[0][2]))
         if len(dims) == 2 and dims[0][0] == dims[1][0] and dims[0][0] is not None and dims[0][1] != dims[1][1]:
             when_true = next(d for _, t, d in dims if t)
             when_false = next(d for _, t, d in dims if not t)
-            return f"{when_true} if {dims[0][0]} else {when_false}"
+            return parse_template_expression(
+                "{when_true} if {test} else {when_false}", when_true=cst.Integer(str(when_true)),
+                test=parenthesize(self._tests[dims[0][0]], OR), when_false=cst.Integer(str(when_false)),
+            )
         return None
 
     # track the enclosing `if` of each write to learn the per-layout dims
@@ -321,14 +350,15 @@ def {self.options["empty_method"]}(self) -> bool:
         if parts is not None:
             buf, slot, dim, start, value = parts
             src = _code(stmt)
-            new = (
-                f"self.{buf}[{_code(slot)}].index_copy_({dim - 1}, {_code(start)} + "
-                f"torch.arange({_code(value)}.shape[{dim - 1}], device={_code(start)}.device), "
-                f"{_code(value)}.to(self.{buf}.dtype))"
+            new = parse_template_expression(
+                "self.{buf}[{slot}].index_copy_({dim}, {start} + torch.arange({value}.shape[{dim}], "
+                "device={start}.device), {value}.to(self.{buf}.dtype))",
+                buf=cst.Name(buf), slot=slot, dim=cst.Integer(str(dim - 1)), start=parenthesize(start),
+                value=parenthesize(value),
             )
             AddImportsVisitor.add_needed_import(self.context, "torch")
             self.record(original_node, f"`{src.strip()}` -> index_copy_ at a 0-d tensor position")
-            return updated_node.with_changes(body=[cst.Expr(cst.parse_expression(new))])
+            return updated_node.with_changes(body=[cst.Expr(new)])
         max_len = self.options["max_len_attr"]
         overflow = m.Assert(
             test=m.Comparison(comparisons=[m.ComparisonTarget(operator=m.LessThanEqual(), comparator=_self_attr(max_len))])

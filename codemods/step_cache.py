@@ -94,7 +94,10 @@ class StepCache(PatchkitCodemod):
             return updated_node
         body = updated_node.body
         assert isinstance(body, cst.IndentedBlock)
-        create = cst.parse_statement(f"{o['cache_var']} = {o['cache_class']}({', '.join(o['cache_args'])})\n")
+        create = cst.SimpleStatementLine(body=[cst.Assign(
+            targets=[cst.AssignTarget(cst.Name(o["cache_var"]))],
+            value=cst.Call(func=cst.Name(o["cache_class"]), args=[cst.Arg(cst.Name(a)) for a in o["cache_args"]]),
+        )])
         comment = cst.EmptyLine(comment=cst.Comment(
             f"# step-cache: {', '.join(o['calls'])} go through {o['cache_class']} (computes only the new step)"))
         create = create.with_changes(leading_lines=[comment])

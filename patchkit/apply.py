@@ -24,6 +24,7 @@ class FileOutcome:
     matches: tuple[Site, ...]
     already: tuple[Site, ...]
     changed: bool
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class StepReport:
     @property
     def already_count(self) -> int:
         return sum(len(o.already) for o in self.outcomes)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The codemod's warnings, each as ``<file>: <warning>``."""
+        return tuple(f"{o.path}: {w}" for o in self.outcomes for w in o.warnings)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,11 @@ class ApplyResult:
     up_to_date: bool
     diff: str = ""
     mismatched: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Every step's codemod warnings, in step order."""
+        return tuple(w for s in self.steps for w in s.warnings)
 
 
 def _decode(data: bytes, rel: str) -> str:
@@ -159,7 +170,8 @@ def _run_step(step: Step, files: dict[str, bytes], pristine: dict[str, bytes] | 
         if before is not None and before.decode("utf-8", "replace") != source:
             lines = upstream_lines(before.decode("utf-8", "replace"), source)
         outcomes.append(FileOutcome(rel, _upstream_sites(tuple(result.matches), lines),
-                                    _upstream_sites(tuple(result.already), lines), result.changed))
+                                    _upstream_sites(tuple(result.already), lines), result.changed,
+                                    tuple(result.warnings)))
     n_match = sum(len(o.matches) for o in outcomes)
     n_already = sum(len(o.already) for o in outcomes)
     if n_match:

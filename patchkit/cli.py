@@ -165,6 +165,8 @@ def apply(opts: Options, model: str, check: bool, diff: bool, force: bool) -> No
       patchkit apply chronos2 --check   # in CI: is the tree current?
     """
     r = api.apply(model, root=opts.root, check=check, diff=diff, force=force)
+    for warning in r.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if diff:
         click.echo(r.diff, nl=False)
         return
@@ -433,7 +435,9 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
 @cli.command()
 @click.argument("reports", nargs=-1, required=True)
 @click.option("--suffix", default="", help="Appended to each REPORTS argument (for shell loops).")
-def report(reports: tuple[str, ...], suffix: str) -> None:
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write verify, traffic and bench reports as one Markdown page (docs/results.md) instead.")
+def report(reports: tuple[str, ...], suffix: str, md_path: Path | None) -> None:
     """Summarise patchkit's JSON reports, one table per kind; exit 1 if any is missing or failed.
 
     Reads verify (plain, --traffic, --aot), upgrade-check, bench, export and
@@ -444,12 +448,32 @@ def report(reports: tuple[str, ...], suffix: str) -> None:
     Example:
       patchkit report reports/*.json
       patchkit report reports/chronos2 reports/toto --suffix .traffic.json
+      patchkit report docs/reports/*.json --markdown docs/results.md
     """
+    if md_path:
+        _report_markdown([Path(name + suffix) for name in reports], md_path)
+        return
     from .verify.summary import load, summarise
 
     text, failed = summarise([load(Path(name + suffix)) for name in reports])
     click.echo(text)
     if failed:
+        sys.exit(errors.EXIT_VERIFY_FAILED)
+
+
+def _report_markdown(paths: list[Path], md_path: Path) -> None:
+    from . import results
+
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise errors.BadInput(f"no such report: {', '.join(missing)}")
+    try:
+        text = results.render_markdown(paths, md_path)
+    except (ValueError, KeyError) as err:
+        raise errors.BadInput(f"not a report patchkit wrote: {err}") from err
+    md_path.write_text(text)
+    click.echo(f"results written to {md_path} ({len(paths)} report(s))")
+    if results.failed(paths):
         sys.exit(errors.EXIT_VERIFY_FAILED)
 
 

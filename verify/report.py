@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,6 +73,8 @@ class VerifyReport:
     mae: MaeReport | None
     ok: bool
     failures: list[str]
+    size: str = ""
+    created: str = ""  # when the report was made, UTC, ISO 8601
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -324,5 +327,7 @@ def verify_trees(
         mae=mae,
         ok=not failures,
         failures=failures,
+        size=size,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     return report, {label: results[label][1] for label in jobs}

@@ -21,6 +21,7 @@ import math
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ class TrafficReport:
     ok: bool
     failures: list[str]
     sample_note: str = ""
+    created: str = ""  # when the report was made, UTC, ISO 8601
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -322,6 +324,7 @@ def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstre
         hazards_claimed=list(ps.hazards), hazards_shown=hazards_shown(up.graph_breaks, up.recompiles,
                                                                        up.recompile_limit_hit),
         latency=latency, ok=not failures, failures=failures, sample_note=spec.sample_note,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     return report, {"upstream": up_log, "patched": pa_log}
 
