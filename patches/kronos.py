@@ -32,6 +32,7 @@ PIN = "67b630e67f6a18c9e9be918d9b4337c960db1e9a"
 
 PATCHSET = PatchSet(
     model="kronos",
+    weights_dirs=("MODEL_DIR", "TOKENIZER_DIR"),
     title="Kronos (shiyu-coder/Kronos): foundation model for candlestick (OHLCV) series",
     source=GitSource(url="https://github.com/shiyu-coder/Kronos", include=(("model/", "model/"),),
                      meta=("LICENSE", "requirements.txt")),

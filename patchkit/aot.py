@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput, EnvironmentProblem, PatchkitError
+from .errors import EXIT_INTERNAL, BadInput, EnvironmentProblem, PatchkitError, subprocess_failure
 from .patchset import PatchSet
 from .workspace import Workspace, publish
 
@@ -87,6 +88,8 @@ def export(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | No
         raise BadInput(f"--out {str(path)!r}: a package file name must end in .pt2")
     if path.is_dir():
         raise BadInput(f"--out {str(path)!r} is a directory; give a file name ending in .pt2")
+    if out and not path.parent.is_dir():
+        raise BadInput(f"--out {str(path)!r}: folder {str(path.parent)!r} does not exist (create it first)")
     if device.startswith("cuda"):
         import torch
 
@@ -103,31 +106,49 @@ def export(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | No
         "weights_path": ",".join(str(Path(w).resolve()) for w in weights.split(",")) if weights else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made_dist = not path.parent.exists()
     tree = ws.patched(ps.model)
     t0 = time.perf_counter()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".pt2.partial", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".pt2.partial", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
         with tempfile.TemporaryDirectory(prefix="patchkit-export-") as work:
             rec_file = Path(work) / "record.json"
             rec_file.write_text(json.dumps(record))
-            cmd = [sys.executable, "-m", "patchkit.verify.export_runner", ps.model, str(tree), str(tmp),
+            # written under its final name, so the archive's folder is the package's name, not a temporary one
+            built = Path(work) / path.name
+            cmd = [sys.executable, "-m", "patchkit.verify.export_runner", ps.model, str(tree), str(built),
                    str(rec_file), "--size", size, "--device", device]
             if weights:
                 cmd += ["--weights", weights]
             progress(f"{ps.model} ({size}, {device}): torch.export + AOTInductor, one program at a time")
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=work)
-            if proc.returncode != 0:
-                tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
-                raise ExportFailed(f"export of the patched {ps.model} failed (exit {proc.returncode}):\n{tail}")
+            from .verify.report import stream
+            from .verify.runner import PHASE_MARK
+
+            def on_line(line: str) -> None:
+                if line.startswith(PHASE_MARK):
+                    progress(f"{ps.model}: {line[len(PHASE_MARK):].strip()}")
+
+            proc = stream(cmd, env=env, timeout=timeout, cwd=work, on_line=on_line)
+            if proc.returncode != 0 or not built.is_file():
+                error = subprocess_failure(f"export of the patched {ps.model}", proc.returncode, proc.stderr,
+                                           f"export-{ps.model}")
+                if error.exit_code == EXIT_INTERNAL and error.kind:  # torch.export / AOTInductor refused the model
+                    raise ExportFailed(str(error)) from None
+                raise error
             record = json.loads(rec_file.read_text())
+            shutil.copyfile(built, tmp)
         read_record(tmp)  # what was written reads back
         publish(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if made_dist and path.parent.is_dir() and not any(path.parent.iterdir()):
+            path.parent.rmdir()  # a failed first export leaves no empty dist/
     return ExportResult(ps.model, str(path), path.stat().st_size, round(time.perf_counter() - t0, 2), record)
 
 
@@ -209,6 +230,12 @@ class LoadedPackage:
         return getattr(importlib.import_module(module), fn)(self, *args, **kwargs)
 
 
+def _loader_folders() -> set[Path]:
+    """The folders torch's package loader unpacks programs into (``$TMPDIR/aotinductor_*``), owned by this user."""
+    uid = os.getuid()
+    return {p for p in Path(tempfile.gettempdir()).glob("aotinductor_*") if p.is_dir() and p.stat().st_uid == uid}
+
+
 def load_package(path: str | Path, *, patch_hash: str | None = None, model: str | None = None) -> LoadedPackage:
     """Load a ``patchkit export`` package after checking its record.
 
@@ -223,9 +250,12 @@ def load_package(path: str | Path, *, patch_hash: str | None = None, model: str 
     check_record(record, path, patch_hash=patch_hash, model=model)
     from torch._inductor.package import load_package as _load
 
+    before = _loader_folders()
     try:  # each program carries its weights (stored once outside the code, torch 2.13's loader crashed at size)
         programs = {name: _load(str(path), model_name=name) for name in record.get("programs", {})}
     except Exception as err:  # noqa: BLE001 - whatever the loader raises, the archive is unusable
+        for folder in _loader_folders() - before:  # what the failed load unpacked is of no further use
+            shutil.rmtree(folder, ignore_errors=True)
         raise CorruptPackage(f"{path}: its programs do not load ({type(err).__name__}: "
                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
     if not programs:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
+import shutil
 from pathlib import Path
 
 from . import patches
 from .apply import ApplyResult, apply as _apply, require_applied
-from .errors import BadInput
+from .errors import BadInput, EnvironmentProblem, MissingCompiler, json_error
 from .patchset import PatchSet
 from .vendoring import VendorResult, vendor as _vendor
 from .verify.report import VerifyReport, verify_trees
@@ -23,8 +27,8 @@ def list_models() -> list[PatchSet]:
 
 
 def vendor(model: str, version: str | None = None, *, root: str | Path | None = None,
-           archive: str | Path | None = None) -> VendorResult:
-    return _vendor(workspace(root), patches.get(model), version, archive)
+           archive: str | Path | None = None, refresh: bool = False) -> VendorResult:
+    return _vendor(workspace(root), patches.get(model), version, archive, refresh=refresh)
 
 
 def apply(model: str, *, root: str | Path | None = None, check: bool = False, diff: bool = False,
@@ -38,16 +42,83 @@ def _require_applied(ws: Workspace, ps: PatchSet) -> str:
 
 
 def check_size_and_weights(model: str, size: str, weights: str | None) -> None:
-    """Refuse an unknown size or a --weights path that does not exist (one line, exit 2), before any run."""
+    """Refuse an unknown size or a --weights path that is not a loadable checkpoint folder (one line, exit 2),
+    before any run."""
     from .verify.harness import SIZES
 
     if size not in SIZES:
         raise BadInput(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
     if weights:
-        for part in weights.split(","):
-            if not Path(part).is_dir():
-                raise BadInput(f"--weights: {part!r} is not a directory (a local checkpoint directory; kronos takes "
-                               "MODEL_DIR,TOKENIZER_DIR)")
+        check_weights(patches.get(model), weights)
+
+
+#: file names a Hugging Face style checkpoint keeps its tensors in
+_WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def check_weights(ps: PatchSet, weights: str) -> None:
+    """Each --weights part is a directory with a ``config.json`` object and a weights file."""
+    parts = [p.strip() for p in weights.split(",")]
+    usage = ",".join(ps.weights_dirs)
+    if len(parts) != len(ps.weights_dirs) or not all(parts):
+        raise BadInput(f"--weights {weights!r}: {ps.model} takes {usage} ({len(ps.weights_dirs)} local checkpoint "
+                       f"director{'y' if len(ps.weights_dirs) == 1 else 'ies'}), got {len(parts)}")
+    for part in parts:
+        folder = Path(part).expanduser()
+        if not folder.is_dir():
+            raise BadInput(f"--weights: {part!r} is not a directory (a local checkpoint directory; {ps.model} takes "
+                           f"{usage})")
+        config = folder / "config.json"
+        if not config.is_file():
+            raise BadInput(f"--weights: {part!r} holds no config.json, so it is not a checkpoint directory")
+        try:
+            parsed = json.loads(config.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise BadInput(f"--weights: {config} is not valid JSON ({json_error(err)})") from None
+        if not isinstance(parsed, dict):
+            raise BadInput(f"--weights: {config} holds a JSON {type(parsed).__name__}, not an object")
+        if not any(any(folder.glob(pattern)) for pattern in _WEIGHT_FILES):
+            raise BadInput(f"--weights: {part!r} holds no weights file ({', '.join(_WEIGHT_FILES[:4])})")
+
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def check_device(device: str) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` (exit 2 otherwise); a CUDA device without one is exit 3."""
+    if not _DEVICE.fullmatch(device):
+        raise BadInput(f"--device {device!r}: choose cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EnvironmentProblem(f"--device {device}: not applicable on this machine (torch sees no CUDA "
+                                     "device); nothing was run, and this is not a pass")
+
+
+def check_logs(logs: tuple[str, ...]) -> None:
+    """Refuse a ``--logs`` name that ``TORCH_LOGS`` does not know, before any subprocess starts."""
+    try:
+        from torch._logging._internal import _parse_log_settings
+    except ImportError:  # pragma: no cover - another torch: let TORCH_LOGS itself complain
+        return
+    bad = []
+    for name in logs:
+        try:
+            _parse_log_settings(name)
+        except ValueError:
+            bad.append(name)
+    if bad:
+        raise BadInput(f"--logs: unknown TORCH_LOGS artifact(s) {', '.join(bad)} (e.g. graph_breaks, recompiles, "
+                       "guards, output_code)")
+
+
+def check_compiler() -> None:
+    """inductor needs a C++ compiler: ``$CXX`` or ``g++`` on PATH (exit 3 without one)."""
+    cxx = os.environ.get("CXX") or "g++"
+    if shutil.which(cxx) is None:
+        raise MissingCompiler(f"no C++ compiler: {cxx!r} is not on PATH, and inductor compiles with it "
+                              "(install g++ or set $CXX)")
 
 
 def _record(ws: Workspace, model: str, kind: str, ok: bool, **facts) -> None:
@@ -57,39 +128,67 @@ def _record(ws: Workspace, model: str, kind: str, ok: bool, **facts) -> None:
     record_verdict(ws, model, kind, ok, **facts)
 
 
+def check_tolerance(tolerance: float | None) -> None:
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise BadInput(f"--tolerance {tolerance:g}: a drift tolerance is a finite number >= 0")
+
+
 def verify(model: str, *, root: str | Path | None = None, weights: str | None = None,
            logs: tuple[str, ...] = (), json_path: str | Path | None = None, device: str = "cpu",
-           tolerance: float | None = None, backend: str = "inductor",
-           size: str = "tiny") -> tuple[VerifyReport, dict[str, str]]:
+           tolerance: float | None = None, backend: str = "inductor", size: str = "tiny",
+           progress=lambda msg: None, on_report=lambda report, raw: None) -> tuple[VerifyReport, dict[str, str]]:
+    """``patchkit verify``.  ``on_report`` sees the finished report before anything is written, so a failed
+    write (``--json``, the verdict record) never hides the verdict."""
     ws = workspace(root)
     ps = patches.get(model)
     check_size_and_weights(model, size, weights)
+    check_device(device)
+    check_logs(logs)
+    check_tolerance(tolerance)
+    check_compiler()
     version = _require_applied(ws, ps)
     report, raw = verify_trees(ps, ws.pristine(model), ws.patched(model), version, weights=weights, device=device,
-                               extra_logs=logs, tolerance=tolerance, backend=backend, size=size)
-    _record(ws, model, "fixed", report.ok, size=size, device=device)
+                               extra_logs=logs, tolerance=tolerance, backend=backend, size=size, progress=progress)
+    on_report(report, raw)
+    if tolerance is None or tolerance == ps.mae_tolerance:  # a verdict under another tolerance gates nothing
+        _record(ws, model, "fixed", report.ok, size=size, device=device)
     if json_path:
-        Path(json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        write_report(json_path, report.to_json())
     return report, raw
+
+
+def write_report(path: str | Path, data: dict) -> None:
+    """Write a JSON report atomically (a failed write leaves what was there)."""
+    from .workspace import atomic_write_text
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise BadInput(f"--json {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def verify_traffic(model: str, *, root: str | Path | None = None, size: str = "tiny", calls: int = 24,
                    seed: int = 0, weights: str | None = None, device: str = "cpu", mode: str | None = None,
                    analysis_backend: str = "eager", logs: tuple[str, ...] = (),
-                   json_path: str | Path | None = None, progress=lambda msg: None):
+                   json_path: str | Path | None = None, progress=lambda msg: None,
+                   on_report=lambda report, raw: None):
     """``verify --traffic``: the model's traffic profile through its users' entry point, upstream vs patched."""
     from .verify.traffic_report import verify_traffic as _verify_traffic
 
     ws = workspace(root)
     ps = patches.get(model)
     check_size_and_weights(model, size, weights)
+    check_device(device)
+    check_logs(logs)
+    check_compiler()
     version = _require_applied(ws, ps)
     report, raw = _verify_traffic(ps, ws.pristine(model), ws.patched(model), version, size=size, calls=calls,
                                   seed=seed, weights=weights, device=device, mode=mode,
                                   analysis_backend=analysis_backend, extra_logs=logs, progress=progress)
+    on_report(report, raw)
     _record(ws, model, "traffic", report.ok, size=size, device=device, mode=mode or "default", calls=calls)
     if json_path:
-        Path(json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        write_report(json_path, report.to_json())
     return report, raw
 
 
@@ -99,6 +198,8 @@ def cache_warm(model: str, *, root: str | Path | None = None, size: str = "tiny"
     from .compile_cache import warm
 
     check_size_and_weights(model, size, weights)
+    check_device(device)
+    check_compiler()
     return warm(workspace(root), patches.get(model), size=size, weights=weights, device=device, calls=calls,
                 seed=seed, progress=progress)
 
@@ -120,7 +221,7 @@ def cache_clear(model: str | None = None) -> list[str]:
 
 
 def verify_aot(model: str, package: str | Path, *, root: str | Path | None = None, calls: int = 24, seed: int = 0,
-               json_path: str | Path | None = None, progress=lambda msg: None):
+               json_path: str | Path | None = None, progress=lambda msg: None, on_report=lambda report, raw: None):
     """``verify --aot PACKAGE``: an exported package against upstream eager through the users' entry point."""
     from .aot import check_record, read_record
     from .distribute import patch_hash
@@ -134,8 +235,9 @@ def verify_aot(model: str, package: str | Path, *, root: str | Path | None = Non
     check_record(record, package, patch_hash=phash, model=model)
     report, raw = _verify_aot(ps, ws.pristine(model), ws.patched(model), Path(package), patch_hash=phash,
                               record=record, calls=calls, seed=seed, progress=progress)
+    on_report(report, raw)
     if json_path:
-        Path(json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        write_report(json_path, report.to_json())
     return report, raw
 
 
@@ -150,6 +252,9 @@ def bench(model: str, *, root: str | Path | None = None, modes: tuple[str, ...] 
     ws = workspace(root)
     ps = patches.get(model)
     check_size_and_weights(model, size, weights)
+    check_device(device)
+    if any(m != "eager" for m in modes):
+        check_compiler()
     version = _require_applied(ws, ps)
     rep = _bench(ps, ws.pristine(model), ws.patched(model), version, modes=modes, dtypes=dtypes, batch=batch,
                  runs=runs, device=device, warm_start=warm_start, size=size, weights=weights, progress=progress)
@@ -187,9 +292,11 @@ def export(model: str, *, root: str | Path | None = None, size: str = "tiny", we
     ws = workspace(root)
     ps = patches.get(model)
     check_size_and_weights(model, size, weights)
+    check_device(device)
+    check_compiler()
     result = _export(ws, ps, size=size, weights=weights, device=device, out=out, progress=progress)
     if json_path:
-        Path(json_path).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        write_report(json_path, result.to_json())
     return result
 
 

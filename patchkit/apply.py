@@ -188,10 +188,27 @@ def _run_step(step: Step, files: dict[str, bytes], pristine: dict[str, bytes] | 
 
 
 def require_applied(ws: Workspace, ps: PatchSet) -> dict:
-    """The lock, once the pristine tree matches it and vendor/MODEL is what apply makes (else ``NotVendored``)."""
-    if not apply(ws, ps, check=True).up_to_date:
-        raise NotVendored(f"vendor/{ps.model} is missing or out of date; run `patchkit apply {ps.model}` first")
-    return ws.read_lock(ps.model)
+    """The lock, once the pristine tree matches it and vendor/MODEL is what apply makes (else ``NotVendored``,
+    or ``LockMismatch`` naming ``apply --force`` for a hand-edited tree)."""
+    if apply(ws, ps, check=True).up_to_date:
+        return ws.read_lock(ps.model)
+    refuse_hand_edits(ws, ps)
+    raise NotVendored(f"vendor/{ps.model} is missing or out of date; run `patchkit apply {ps.model}` first")
+
+
+def refuse_hand_edits(ws: Workspace, ps: PatchSet) -> None:
+    """``LockMismatch`` when vendor/MODEL differs from what the last apply wrote (a hand edit)."""
+    lock = ws.read_lock(ps.model) or {}
+    dest = ws.patched(ps.model)
+    recorded = (lock.get("patched") or {}).get("files")
+    if dest.is_dir() and recorded:
+        on_disk = read_tree(dest)
+        if {rel: sha256_bytes(data) for rel, data in on_disk.items()} != recorded:
+            check_tree_against(dest, on_disk, recorded, what=f"patched tree of {ps.model}",
+                               lock_path=ws.lock_path(ps.model), fix=_FORCE_FIX.format(model=ps.model))
+
+
+_FORCE_FIX = "`patchkit apply {model} --force` restores it"
 
 
 def drift_error(model: str, version: str, drifted: tuple[StepReport, ...]) -> UpstreamDrift:
@@ -259,7 +276,7 @@ def apply(ws: Workspace, ps: PatchSet, *, check: bool = False, diff: bool = Fals
     if not tree_current:
         if on_disk is not None and recorded and not force:
             check_tree_against(dest, on_disk, recorded, what=f"patched tree of {ps.model}",
-                               lock_path=ws.lock_path(ps.model))
+                               lock_path=ws.lock_path(ps.model), fix=_FORCE_FIX.format(model=ps.model))
         with ws.staging(ps.model) as stage:
             staged = stage / "tree"
             write_tree(staged, result.files)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .compile_cache import inductor_cache_env
-from .errors import BadInput, PatchkitError
+from .errors import BadInput, PatchkitError, subprocess_failure
 from .patchset import PatchSet
 from .verify import logs as logparse
 from .verify.report import scaled_mae
@@ -428,8 +428,8 @@ def bench_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: Pa
     proc = subprocess.run([sys.executable, "-m", "patchkit.verify.aot_load_runner", ps.model, str(patched_tree),
                            str(package), repr(started), patch_hash], capture_output=True, text=True)
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise PatchkitError(f"{ps.model}: the package did not load and forecast in a fresh process: {tail}")
+        raise subprocess_failure(f"{ps.model}: the package did not load and forecast in a fresh process",
+                                 proc.returncode, proc.stderr, f"bench-aot-{ps.model}")
     fresh = json.loads(proc.stdout.strip().splitlines()[-1])
     rows: list[AotRow] = []
     if traffic:

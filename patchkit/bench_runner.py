@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from patchkit import patches
     from patchkit.verify.harness import eager
-    from patchkit.verify.runner import dynamo_counts, load_harness
+    from patchkit.verify.runner import build_harness, dynamo_counts
 
     ps = patches.get(args.model)
-    harness = load_harness(ps.harness)(tree, weights=args.weights, seed=0, device=args.device, size=args.size)
+    harness = build_harness(ps, tree, weights=args.weights, seed=0, device=args.device, size=args.size)
     out: dict = {"torch_version": torch.__version__, "device": args.device, "size": args.size}
     try:
         out["parameters"] = harness.parameter_count()

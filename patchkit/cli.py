@@ -8,7 +8,9 @@ adds the traceback.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,9 @@ Exit codes:
       patch set, install after a failed verify without --force)
   3   environment (no network, missing package or tool, pip failed)
   4   upstream drift (a codemod no longer matches its upstream)
-  70  internal error (run with --verbose for the traceback)
+  70  internal error (the message names a log with the traceback;
+      patchkit -v COMMAND shows it)
+  130 interrupted (Ctrl-C, SIGTERM)
 """
 
 
@@ -39,19 +43,49 @@ def _csv(value: str) -> tuple[str, ...]:
 class Options:
     root: Path
     verbose: bool
+    quiet: bool = False
+
+    def progress(self):
+        """Progress lines on stderr (``... step (12 s)``) when it is a terminal and not ``--quiet``, as pip does."""
+        if self.quiet or not sys.stderr.isatty():
+            return lambda msg: None
+        started = time.monotonic()
+        return lambda msg: click.echo(f"... {msg} ({time.monotonic() - started:.0f} s)", err=True)
+
+    def notes(self, prefix: str = "... "):
+        """Progress lines of the long-running commands that always showed them (bench, build, install, cache
+        warm, upgrade-check): on stderr unless ``--quiet``."""
+        if self.quiet:
+            return lambda msg: None
+        return lambda msg: click.echo(f"{prefix}{msg}", err=True)
 
 
 def _echo_err(msg: str) -> None:
-    click.echo(f"patchkit: error: {msg}", err=True)
+    text = " ".join(x.strip() for x in str(msg).splitlines() if x.strip())
+    if len(text) > 1000:
+        text = text[:1000] + "..."
+    click.echo(f"patchkit: error: {text}", err=True)
 
 
-@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+class _Boundary(click.Group):
+    """Turns an interrupt inside any command into ``errors.Interrupted`` before click makes it an ``Abort``
+    (and prints a blank line)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as err:
+            raise errors.Interrupted("interrupted") from err
+
+
+@click.group(cls=_Boundary, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
               envvar="PATCHKIT_ROOT", help="Workspace holding vendor/ (locks and vendored trees).")
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and subprocess logs.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and subprocess logs (also after the command).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines (they show only on a terminal anyway).")
 @click.version_option(package_name="patchkit")
 @click.pass_context
-def cli(ctx: click.Context, root: Path, verbose: bool) -> None:
+def cli(ctx: click.Context, root: Path, verbose: bool, quiet: bool) -> None:
     """Make upstream time-series model repos torch.compile-clean, and prove it.
 
     \b
@@ -60,7 +94,7 @@ def cli(ctx: click.Context, root: Path, verbose: bool) -> None:
       patchkit apply chronos2         # run the codemods into vendor/chronos2
       patchkit verify chronos2 --logs graph_breaks
     """
-    ctx.obj = Options(root=root.resolve(), verbose=verbose)
+    ctx.obj = Options(root=root.resolve(), verbose=verbose, quiet=quiet)
 
 
 @cli.command("list")
@@ -91,9 +125,11 @@ def list_cmd(opts: Options, names: bool) -> None:
               help="Use this local sdist/wheel instead of downloading (git models: a local repository path).")
 @click.option("--from", "from_", help="git models: clone/open this URL or path instead of the default.")
 @click.option("--ref", help="git models: commit or ref (same as --version).")
+@click.option("--refresh", is_flag=True, help="Fetch again although the lock and the pristine tree already match "
+                                              "(without it, a re-run of the locked version is a no-op, offline).")
 @click.pass_obj
 def vendor(opts: Options, model: str, version: str | None, archive: Path | None, from_: str | None,
-           ref: str | None) -> None:
+           ref: str | None, refresh: bool) -> None:
     """Fetch MODEL's upstream at its pinned version into vendor/.pristine/MODEL and lock it.
 
     \b
@@ -102,7 +138,7 @@ def vendor(opts: Options, model: str, version: str | None, archive: Path | None,
       patchkit vendor chronos2 --version 2.3.0
       patchkit vendor kronos --from ~/src/Kronos --ref 67b630e
     """
-    r = api.vendor(model, ref or version, root=opts.root, archive=from_ or archive)
+    r = api.vendor(model, ref or version, root=opts.root, archive=from_ or archive, refresh=refresh)
     verb = "already vendored" if r.unchanged else "vendored"
     digest = f" (sha256 {r.archive_sha256[:12]}...)" if r.archive_sha256 else ""
     click.echo(f"{verb} {r.model} {r.version}: {r.files} files from {r.source}{digest} "
@@ -170,7 +206,9 @@ def apply(opts: Options, model: str, check: bool, diff: bool, force: bool) -> No
 @click.option("--aot", "aot_package", type=click.Path(dir_okay=False, path_type=Path),
               help="Check a `patchkit export` package instead: the traffic profile through the upstream's entry "
                    "point, package vs upstream eager (<= 1e-5 relative), with no compiling in its process.")
-@click.option("--tolerance", type=float, help="Scaled MAE / prediction drift tolerance (default: the patch set's).")
+@click.option("--tolerance", type=float, help="Scaled MAE / prediction drift tolerance, >= 0 (default: the patch "
+                                              "set's). A verdict under another tolerance is not recorded for "
+                                              "install.")
 @click.option("--backend", type=click.Choice(["inductor", "aot_eager", "eager"]), default=None,
               help="torch.compile backend for the break/recompile analysis (Dynamo decides breaks before the "
                    "backend runs; eager is faster). Default: inductor; with --traffic, eager for the upstream "
@@ -200,41 +238,41 @@ def verify(opts: Options, model: str, logs: str, json_path: Path | None, size: s
       patchkit verify chronos2 --aot dist/chronos2-tiny-cpu.pt2
     """
     extra = _csv(logs)
+    progress = opts.progress()
+
+    def shown(render):
+        def show(report, raw) -> None:  # the verdict is printed before any file is written
+            click.echo(render(report))
+            if opts.verbose:
+                for label, text in raw.items():
+                    click.echo(f"\n--- {label} stderr ---\n{text}")
+        return show
+
     if aot_package is not None:
         if traffic or size != "tiny" or weights or mode != "default" or backend:
             raise click.UsageError("--aot takes its size, weights and device from the package record; it combines "
                                    "only with --calls, --seed and --json")
-        report, raw = api.verify_aot(model, aot_package, root=opts.root, calls=calls, seed=seed,
-                                     json_path=json_path, progress=lambda msg: click.echo(f"... {msg}", err=True))
         from .verify.aot_report import render as render_aot
 
-        click.echo(render_aot(report))
-        if opts.verbose:
-            for label, text in raw.items():
-                click.echo(f"\n--- {label} stderr ---\n{text}")
+        report, _ = api.verify_aot(model, aot_package, root=opts.root, calls=calls, seed=seed,
+                                   json_path=json_path, progress=progress, on_report=shown(render_aot))
     elif traffic:
-        report, raw = api.verify_traffic(model, root=opts.root, size=size, calls=calls, seed=seed, weights=weights,
-                                         device=device, mode=None if mode == "default" else mode,
-                                         analysis_backend=backend or "eager", logs=extra, json_path=json_path,
-                                         progress=lambda msg: click.echo(f"... {msg}", err=True))
         from .verify.traffic_report import render as render_traffic
 
-        click.echo(render_traffic(report))
-        if opts.verbose:
-            for label, text in raw.items():
-                click.echo(f"\n--- {label} stderr ---\n{text}")
+        report, _ = api.verify_traffic(model, root=opts.root, size=size, calls=calls, seed=seed, weights=weights,
+                                       device=device, mode=None if mode == "default" else mode,
+                                       analysis_backend=backend or "eager", logs=extra, json_path=json_path,
+                                       progress=progress, on_report=shown(render_traffic))
     else:
         if mode != "default":
             raise click.UsageError("--mode applies to --traffic runs")
-        if device.startswith("cuda"):
-            import torch
 
-            if not torch.cuda.is_available():
-                raise errors.EnvironmentProblem(f"--device {device}: not applicable on this machine (torch sees no "
-                                                "CUDA device); nothing was run, and this is not a pass")
-        report, raw = api.verify(model, root=opts.root, weights=weights, logs=extra, json_path=json_path,
-                                 tolerance=tolerance, backend=backend or "inductor", size=size, device=device)
-        click.echo(render_verify(report, extra, opts.verbose, raw))
+        def show(report, raw) -> None:
+            click.echo(render_verify(report, extra, opts.verbose, raw))
+
+        report, _ = api.verify(model, root=opts.root, weights=weights, logs=extra, json_path=json_path,
+                               tolerance=tolerance, backend=backend or "inductor", size=size, device=device,
+                               progress=progress, on_report=show)
     if json_path:
         click.echo(f"report written to {json_path}")
     if not report.ok:
@@ -284,6 +322,10 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
     if not targets and not matrix:
         raise click.UsageError("give --to VERSION, or --matrix")
     versions = list(targets) if targets else list(ps.known_versions)
+    from .vendoring import check_version
+
+    for v in targets:
+        check_version(ps, v, "--to")
     lock = api.workspace(opts.root).read_lock(model)
     pinned = lock["version"] if lock else ps.pin
     run_tests = upstream_tests if upstream_tests is not None else not matrix
@@ -291,7 +333,7 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
     for v in versions:
         r = upgrade.upgrade_check(ps, v, pinned=pinned, archive=from_, verify=do_verify,
                                   upstream_tests=run_tests, backend=backend or ("eager" if matrix else "inductor"),
-                                  isolated=isolated, progress=lambda msg: click.echo(f"... {msg}", err=True))
+                                  isolated=isolated, progress=opts.notes())
         reports.append(r)
         if not matrix:
             click.echo(upgrade.render_markdown(r))
@@ -362,7 +404,7 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
         if plot_path:
             raise errors.BadInput("--plot is for the compile-mode rows, not --aot")
         ab = api.bench_aot(model, aot_package, root=opts.root, traffic=traffic, calls=calls, seed=seed,
-                           progress=lambda msg: click.echo(msg, err=True))
+                           progress=opts.notes(""))
         click.echo(bench_mod.render_aot(ab))
         if json_path:
             json_path.write_text(json.dumps(ab.to_json(), indent=2) + "\n")
@@ -374,7 +416,7 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
         raise errors.EnvironmentProblem("--device cuda asked for, but torch sees no CUDA device")
     rep = api.bench(model, root=opts.root, modes=_csv(modes), dtypes=_csv(dtypes), batch=batch, runs=runs,
                     device=device, warm_start=warm_start, size=size, weights=weights, traffic=traffic, calls=calls,
-                    seed=seed, progress=lambda msg: click.echo(msg, err=True))
+                    seed=seed, progress=opts.notes(""))
     from . import bench as bench_mod
 
     click.echo(bench_mod.render_table(rep))
@@ -396,61 +438,25 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write verify, traffic and bench reports as one Markdown page (docs/results.md) instead.")
 def report(reports: tuple[str, ...], suffix: str, md_path: Path | None) -> None:
-    """Summarise verify JSON reports (plain or --traffic) in one table; exit 1 if any is missing or failed.
+    """Summarise patchkit's JSON reports, one table per kind; exit 1 if any is missing or failed.
+
+    Reads verify (plain, --traffic, --aot), upgrade-check, bench, export and
+    build reports, mixed in one call; a file that is none of them is refused
+    (exit 2, naming it).
 
     \b
     Example:
-      patchkit report reports/chronos2.verify.json reports/toto.verify.json
+      patchkit report reports/*.json
       patchkit report reports/chronos2 reports/toto --suffix .traffic.json
       patchkit report docs/reports/*.json --markdown docs/results.md
     """
     if md_path:
         _report_markdown([Path(name + suffix) for name in reports], md_path)
         return
-    loaded = []
-    for name in reports:
-        path = Path(name + suffix)
-        loaded.append((path, json.loads(path.read_text()) if path.exists() else None))
-    traffic = any(r and "units" in r.get("patched", {}) for _, r in loaded)
-    if traffic:
-        rows = [("model", "size", "calls", "graphs up->patched", "patched units (graphs/budget)", "limit hit",
-                 "steady", "eager match", "compiled drift", "result")]
-    else:
-        rows = [("model", "upstream", "breaks up->patched", "recompiles up->patched", "fullgraph", "MAE diff",
-                 "result")]
-    failed = False
-    torch_version = None
-    for path, r in loaded:
-        if r is None:
-            rows.append((path.stem.split(".")[0], *["-"] * (len(rows[0]) - 2), "NO REPORT"))
-            failed = True
-            continue
-        up, pa = r["upstream"], r["patched"]
-        if traffic:
-            checks = {c["what"].split(" (")[0]: c for c in r["fidelity"]}
+    from .verify.summary import load, summarise
 
-            def worst(key: str) -> str:
-                c = checks.get(key)
-                return "-" if c is None else f"{c['worst_rel']:.1e}{'' if c['ok'] else ' FAIL'}"
-
-            units = ", ".join(f"{u['name']} {u['graphs']}/{u['budget']}" for u in pa["units"])
-            rows.append((r["model"], r["size"], str(len(r["calls"])), f"{up['graphs']} -> {pa['graphs']}", units,
-                         f"{'YES' if up['recompile_limit_hit'] else 'no'} -> "
-                         f"{'YES' if pa['recompile_limit_hit'] else 'no'}",
-                         "ok" if pa["steady_ok"] else "FAIL", worst("patched eager vs upstream eager"),
-                         worst("patched compiled vs patched eager"), "OK" if r["ok"] else "FAILED"))
-        else:
-            mae = r.get("mae") or {}
-            rows.append((r["model"], r["upstream_version"][:12], f"{up['graph_breaks']} -> {pa['graph_breaks']}",
-                         f"{up['recompiles']} -> {pa['recompiles']}", "ok" if pa["fullgraph_ok"] else "FAIL",
-                         f"{mae.get('abs_diff', float('nan')):.2g}", "OK" if r["ok"] else "FAILED"))
-        failed |= not r["ok"]
-        torch_version = r["torch_version"]
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
-    if torch_version:
-        click.echo(f"(torch {torch_version}, device cpu)")
+    text, failed = summarise([load(Path(name + suffix)) for name in reports])
+    click.echo(text)
     if failed:
         sys.exit(errors.EXIT_VERIFY_FAILED)
 
@@ -503,7 +509,7 @@ def cache_warm(opts: Options, model: str, size: str, weights: str | None, device
       patchkit cache warm kronos --calls 12
     """
     e = api.cache_warm(model, root=opts.root, size=size, weights=weights, device=device, calls=calls, seed=seed,
-                       progress=lambda msg: click.echo(f"... {msg}", err=True))
+                       progress=opts.notes())
     kinds = ", ".join(f"{n} {k}" for k, n in sorted(e.artifacts.items())) or "no artifact counts"
     click.echo(f"saved {e.path} ({e.bytes / 1e6:.1f} MB: {kinds}) in {e.seconds:.1f} s")
 
@@ -562,7 +568,7 @@ def export(opts: Options, model: str, size: str, weights: str | None, device: st
       patchkit export chronos2 --size real --out chronos2.pt2 --json chronos2-export.json
     """
     r = api.export(model, root=opts.root, size=size, weights=weights, device=device, out=out, json_path=json_path,
-                   progress=lambda msg: click.echo(f"... {msg}", err=True))
+                   progress=opts.progress())
     rec = r.record
     click.echo(f"exported {r.path} ({r.bytes / 1e6:.1f} MB, {r.seconds:.1f} s): {rec['model']} "
                f"{rec['upstream']['version'][:12]} patch set {rec['patch_hash']}, size {rec['size']} "
@@ -593,7 +599,7 @@ def build(opts: Options, model: str, out: Path | None, json_path: Path | None) -
       patchkit build toto && pip install dist/toto_ts-*.whl
       patchkit build kronos --out wheels/
     """
-    r = api.build(model, root=opts.root, out=out, progress=lambda msg: click.echo(f"... {msg}", err=True))
+    r = api.build(model, root=opts.root, out=out, progress=opts.notes())
     verb = "unchanged" if r.reused else "built"
     click.echo(f"{verb} {_rel(r.wheel, opts.root)} ({r.dist} {r.version}, sha256 {r.sha256[:12]}...)")
     for c in r.relaxed:
@@ -622,7 +628,7 @@ def install(opts: Options, model: str, upstream: bool, force: bool, no_deps: boo
       patchkit install toto --upstream     # back to toto-ts==0.2.0 from the package index
     """
     r = api.install(model, root=opts.root, out=out, upstream=upstream, force=force, deps=not no_deps,
-                    progress=lambda msg: click.echo(f"... {msg}", err=True))
+                    progress=opts.notes())
     click.echo(f"{r.action}: {r.target}" + (" (--force)" if r.forced else ""))
 
 
@@ -694,32 +700,70 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
+_GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet")
+
+
+def _hoist_global_flags(args: list[str]) -> list[str]:
+    """``patchkit verify chronos2 -v`` means ``patchkit -v verify chronos2``: the flags move before the command."""
+    cut = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:cut] if a in _GLOBAL_FLAGS]
+    return flags + [a for a in args[:cut] if a not in _GLOBAL_FLAGS] + args[cut:]
+
+
+def _interrupted(err: BaseException) -> bool:
+    """True when ``err`` is, or was raised while handling, a Ctrl-C (some libraries wrap it)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (KeyboardInterrupt, errors.Interrupted)):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    """The one error boundary: every failure becomes one line on stderr and its exit code (``patchkit.errors``)."""
+    args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     verbose = "-v" in args or "--verbose" in args
+    previous = None
     try:
-        cli.main(args=argv, prog_name="patchkit", standalone_mode=False)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)  # finally blocks clean up, as after Ctrl-C
+    except ValueError:  # not the main thread
+        pass
+    try:
+        cli.main(args=args, prog_name="patchkit", standalone_mode=False)
     except click.exceptions.Abort:
-        _echo_err("aborted")
-        return 130
+        _echo_err("interrupted; nothing half-written was left")
+        return errors.EXIT_INTERRUPTED
     except click.ClickException as err:
-        err.show()
+        ctx = getattr(err, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _echo_err(f"{err.format_message()}{hint}")
         return errors.EXIT_BAD_INPUT
-    except errors.PatchkitError as err:
-        if verbose:
-            traceback.print_exc()
-        _echo_err(str(err))
-        return err.exit_code
     except SystemExit as err:
         return int(err.code or 0) if isinstance(err.code, int) or err.code is None else 1
-    except KeyboardInterrupt:
-        _echo_err("interrupted")
-        return 130
-    except Exception as err:  # noqa: BLE001 - last resort: one line, exit 70
+    except BaseException as err:  # noqa: BLE001 - the boundary: one line and an exit code for everything
+        if _interrupted(err):
+            _echo_err("interrupted; nothing half-written was left")
+            return errors.EXIT_INTERRUPTED
+        known = errors.classify(err)
         if verbose:
             traceback.print_exc()
-        _echo_err(f"internal error: {type(err).__name__}: {err} (rerun with --verbose for the traceback)")
+        if known is not None:
+            _echo_err(str(known))
+            return known.exit_code
+        log = errors.write_log("internal", traceback.format_exc())
+        where = f"traceback in {log}; " if log else ""
+        _echo_err(f"internal error: {type(err).__name__}: {errors.one_line(str(err), 300)} ({where}"
+                  "`patchkit -v COMMAND ...` prints it)")
         return errors.EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

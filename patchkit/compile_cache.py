@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput
+from .errors import BadInput, json_error
 from .patchset import PatchSet
 from .workspace import Workspace, atomic_write_bytes, atomic_write_text
 
@@ -164,7 +164,7 @@ def load(path: str | Path, *, patch_hash: str | None = None) -> dict[str, Any]:
     try:
         rec = json.loads(rec_path.read_text())
     except json.JSONDecodeError as err:
-        raise BadInput(f"{rec_path}: unreadable record ({err})") from None
+        raise BadInput(f"{rec_path}: unreadable record ({json_error(err)})") from None
     if rec.get("torch") != torch.__version__:
         raise CacheMismatch(f"{path}: saved by torch {rec.get('torch')}, this process runs torch {torch.__version__}; "
                             f"re-run `patchkit cache warm {rec.get('model')}`")

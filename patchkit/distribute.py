@@ -502,10 +502,11 @@ def install(ws: Workspace, ps: PatchSet, *, out_dir: Path, upstream: bool = Fals
         version = lock["version"] if lock else ps.pin
         _pip(["install", "--no-deps", f"{pkg.upstream_dist}=={version}"], f"pip install {pkg.upstream_dist}=={version}")
         return InstallResult(ps.model, "restored upstream", f"{pkg.upstream_dist}=={version}")
-    from .apply import apply as _apply
+    from .apply import apply as _apply, refuse_hand_edits
 
     applied = _apply(ws, ps, check=True).up_to_date if ws.read_lock(ps.model) else False
     if not applied and not force:
+        refuse_hand_edits(ws, ps)
         raise VerifyFailedRefusal(f"{ps.model}: the patch set is not applied (run `patchkit apply {ps.model}`), "
                                   "refusing to install; --force overrides")
     if applied:

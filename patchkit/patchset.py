@@ -168,3 +168,5 @@ class PatchSet:
     compile_recipe: str | None = None
     #: class names of the upstream objects ``compile_recipe`` takes (matched along the object's MRO)
     compile_targets: tuple[str, ...] = ()
+    #: what ``--weights`` takes: one local checkpoint directory per name, comma-separated
+    weights_dirs: tuple[str, ...] = ("MODEL_DIR",)

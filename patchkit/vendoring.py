@@ -48,6 +48,22 @@ class Fetched:
     version: str
     files: dict[str, bytes]
     origin: dict[str, str]  # recorded in the lock under "source"
+    #: where the files were read from, when not the origin itself (a local clone or mirror)
+    read_from: str = ""
+
+
+def check_version(ps: PatchSet, version: str, option: str = "--version") -> None:
+    """A pip release is named by a PEP 440 version; anything else is bad input (exit 2) before pip runs."""
+    if not isinstance(ps.source, PipSource):
+        return
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(version)
+    except InvalidVersion:
+        known = ", ".join(ps.known_versions)
+        raise UnknownVersion(f"{option} {version!r} is not a PEP 440 version (e.g. {ps.pin}); "
+                             f"known {ps.model} versions: {known}") from None
 
 
 def fetch(ps: PatchSet, version: str, workdir: Path, archive: str | Path | None = None) -> Fetched:
@@ -69,15 +85,28 @@ def fetch(ps: PatchSet, version: str, workdir: Path, archive: str | Path | None 
     raise PatchkitError(f"unsupported source {ps.source!r}")  # pragma: no cover
 
 
-def vendor(ws: Workspace, ps: PatchSet, version: str | None = None, archive: str | Path | None = None) -> VendorResult:
+def vendor(ws: Workspace, ps: PatchSet, version: str | None = None, archive: str | Path | None = None, *,
+           refresh: bool = False) -> VendorResult:
     """Vendor ``ps`` at ``version`` (default: its pin) into ``vendor/.pristine/<model>`` and lock it.
 
     Atomic: the pristine tree and lock are replaced only after the whole
     archive was fetched, checked and extracted.  Re-vendoring the locked
-    version verifies the archive against the lock's sha256.
+    version verifies the archive against the lock's sha256.  When the lock
+    already holds that version and the pristine tree matches it, nothing is
+    fetched (so a re-run works offline), unless ``refresh`` or ``archive``.
     """
     version = version or ps.pin
-    old = ws.read_lock(ps.model)
+    check_version(ps, version)
+    try:
+        old = ws.read_lock(ps.model)
+    except LockMismatch:
+        old = None  # a damaged lock is rewritten from what is fetched now
+    if old and not refresh and archive is None and _same_version(ps, old["version"], version):
+        pristine = ws.pristine(ps.model)
+        if pristine.is_dir() and hash_tree(pristine) == old["files"]:
+            return VendorResult(model=ps.model, version=old["version"], source=_describe_origin(old["source"]),
+                                archive_sha256=old["source"].get("sha256", ""), files=len(old["files"]),
+                                pristine=pristine, lock=ws.lock_path(ps.model), unchanged=True)
     with ws.staging(ps.model) as stage:
         fetched = fetch(ps, version, stage / "download", archive)
         if old and old.get("version") == fetched.version:
@@ -109,7 +138,7 @@ def vendor(ws: Workspace, ps: PatchSet, version: str | None = None, archive: str
     return VendorResult(
         model=ps.model,
         version=fetched.version,
-        source=_describe_origin(fetched.origin),
+        source=_describe_origin(fetched.origin, fetched.read_from),
         archive_sha256=fetched.origin.get("sha256", ""),
         files=len(fetched.files),
         pristine=ws.pristine(ps.model),
@@ -118,10 +147,20 @@ def vendor(ws: Workspace, ps: PatchSet, version: str | None = None, archive: str
     )
 
 
-def _describe_origin(origin: dict[str, str]) -> str:
-    if origin["kind"] == "pip":
-        return f"{origin['package']} {origin['dist']} {origin['archive']}"
-    return f"git {origin['url']} @ {origin['commit'][:12]}"
+def _same_version(ps: PatchSet, locked: str, wanted: str) -> bool:
+    """Does the locked version answer a request for ``wanted``?  git: a commit sha, or its prefix of 7+ digits
+    (a branch or tag name may have moved, so it is fetched again)."""
+    if isinstance(ps.source, GitSource):
+        return len(wanted) >= 7 and locked.startswith(wanted.lower())
+    return locked == wanted
+
+
+def _describe_origin(origin: dict[str, str], read_from: str = "") -> str:
+    if origin.get("kind") == "pip":
+        return f"{origin.get('package')} {origin.get('dist')} {origin.get('archive')}"
+    if read_from and read_from != origin.get("url"):
+        return f"git {read_from} @ {str(origin.get('commit'))[:12]} (a copy of {origin.get('url')})"
+    return f"git {origin.get('url')} @ {str(origin.get('commit'))[:12]}"
 
 
 # -- git ----------------------------------------------------------------------
@@ -135,14 +174,23 @@ def _fetch_git(src: GitSource, ref: str, workdir: Path, url: str) -> Fetched:
     except gitsource.RefNotFound as err:
         raise UnknownVersion(str(err)) from err
     except gitsource.RepoUnreachable as err:
-        raise NoNetwork(str(err)) from err
+        model = next((name for name in _models_of(src)), "MODEL")
+        raise NoNetwork(f"{err}; vendor from a local clone or mirror instead: `patchkit vendor {model} --from PATH` "
+                        f"(./VERIFY_FIXES.sh: set PATCHKIT_{model.upper()}_FROM=PATH)") from err
     except gitsource.NothingIncluded as err:
         raise UpstreamDrift(f"upstream layout changed: {err}") from err
     except gitsource.GitSourceError as err:  # NotARepository, UnsafeEntry
         raise BadInput(str(err)) from err
     files = {rel: (tree / rel).read_bytes() for rel in exported["files"]}
     # the lock names the canonical upstream: a commit sha identifies the content wherever it was read from
-    return Fetched(exported["commit"], files, {"kind": "git", "url": src.url, "commit": exported["commit"]})
+    return Fetched(exported["commit"], files, {"kind": "git", "url": src.url, "commit": exported["commit"]},
+                   read_from=str(url))
+
+
+def _models_of(src: GitSource):
+    from . import patches
+
+    return (name for name in patches.names() if patches.get(name).source == src)
 
 
 # -- pip ----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import LockMismatch, NotVendored
+from .errors import LockMismatch, NotVendored, json_error
 
 LOCK_FORMAT = 1
 
@@ -108,13 +108,19 @@ class Workspace:
 
     # -- locks ---------------------------------------------------------------
     def read_lock(self, model: str) -> dict[str, Any] | None:
+        """The lock of ``model`` (``None`` when there is none); a lock of the wrong shape is ``LockMismatch``."""
         path = self.lock_path(model)
         if not path.exists():
             return None
+        fix = f"`patchkit vendor {model}` rewrites it"
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise LockMismatch(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from err
+            lock = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise LockMismatch(f"{path} is not valid JSON ({json_error(err)}); {fix}") from err
+        problem = lock_shape_problem(lock, model)
+        if problem:
+            raise LockMismatch(f"{path}: {problem}; {fix}")
+        return lock
 
     def write_lock(self, model: str, lock: dict[str, Any]) -> None:
         atomic_write_text(self.lock_path(model), json.dumps(lock, indent=2, sort_keys=True) + "\n")
@@ -127,19 +133,23 @@ class Workspace:
             raise NotVendored(f"{model} is not vendored here; run `patchkit vendor {model}` first")
         files = read_tree(tree)
         check_tree_against(tree, files, lock["files"], what=f"vendored upstream of {model}",
-                           lock_path=self.lock_path(model))
+                           lock_path=self.lock_path(model),
+                           fix=f"`patchkit vendor {model} --refresh` fetches it again")
         return lock, files
 
     # -- atomic replacement of a whole tree ----------------------------------
     @contextmanager
     def staging(self, label: str) -> Iterator[Path]:
         """A fresh directory on the same file system as vendor/, removed on failure."""
+        made = not self.vendor_dir.exists()
         self.vendor_dir.mkdir(parents=True, exist_ok=True)
         path = Path(tempfile.mkdtemp(prefix=f".staging-{label}-", dir=self.vendor_dir))
         try:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+            if made and not any(self.vendor_dir.iterdir()):
+                self.vendor_dir.rmdir()  # a failed first vendor leaves no empty vendor/
 
     def swap_in(self, staged: Path, dest: Path) -> None:
         """Replace ``dest`` by ``staged``: two renames, recoverable if interrupted."""
@@ -150,6 +160,24 @@ class Workspace:
             os.rename(dest, previous)
         os.rename(staged, dest)
         shutil.rmtree(previous, ignore_errors=True)
+
+
+def lock_shape_problem(lock: Any, model: str) -> str:
+    """What is wrong with a parsed lock's shape ("" when nothing)."""
+    if not isinstance(lock, dict):
+        return f"a lock is a JSON object, this is a JSON {type(lock).__name__}"
+    if lock.get("format") != LOCK_FORMAT:
+        return f"lock format {lock.get('format')!r}, this patchkit reads format {LOCK_FORMAT}"
+    if lock.get("model") != model:
+        return f"a lock of {lock.get('model')!r}, not {model!r}"
+    for key, kind in (("version", str), ("source", dict), ("files", dict)):
+        if not isinstance(lock.get(key), kind):
+            return f"its {key!r} is missing or not a {'string' if kind is str else 'JSON object'}"
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in lock["files"].items()):
+        return "its 'files' are not path -> sha256 strings"
+    if "patched" in lock and not (isinstance(lock["patched"], dict) and isinstance(lock["patched"].get("files"), dict)):
+        return "its 'patched' record is not an object with 'files'"
+    return ""
 
 
 def recover(dest: Path) -> None:
@@ -163,7 +191,7 @@ def recover(dest: Path) -> None:
 
 
 def check_tree_against(tree: Path, files: dict[str, bytes], expected: dict[str, str], *, what: str,
-                       lock_path: Path) -> None:
+                       lock_path: Path, fix: str = "") -> None:
     """Raise ``LockMismatch`` unless ``files`` (the contents of ``tree``) hash to ``expected``."""
     actual = {rel: sha256_bytes(data) for rel, data in files.items()}
     changed = sorted(rel for rel in expected if rel in actual and actual[rel] != expected[rel])
@@ -179,5 +207,5 @@ def check_tree_against(tree: Path, files: dict[str, bytes], expected: dict[str, 
     if problems:
         raise LockMismatch(
             f"{what} at {tree} does not match {lock_path.name} ({'; '.join(problems)}); "
-            "vendored files are generated, do not edit them by hand (re-vendor to restore)"
+            f"vendored files are generated, do not edit them by hand ({fix or 're-vendor to restore'})"
         )

@@ -11,8 +11,8 @@ fi
 stamp=".venv/.patchkit-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[all]"
+  .venv/bin/python -m pip install --upgrade pip
+  .venv/bin/python -m pip install "torch==2.13.0"
+  .venv/bin/python -m pip install -e ".[all]"
   echo "$want" > "$stamp"
 fi

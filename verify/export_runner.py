@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from .runner import entry, setup
+from .runner import _phase, entry, setup
 
 #: the record's name inside the archive (``extra/`` is the PT2 archive's folder for extra files)
 RECORD_NAME = "patchkit.json"
@@ -45,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, dict[str, float]] = {}
     for prog in programs:
         t0 = time.perf_counter()
+        _phase(f"program {prog.name}: torch.export")
         with torch.no_grad(), (prog.context() if prog.context else contextlib.nullcontext()):
             ep = torch.export.export(prog.module, prog.args, dynamic_shapes=prog.dynamic_shapes, strict=prog.strict)
         t1 = time.perf_counter()
         ex_args, ex_kwargs = ep.example_inputs
+        _phase(f"program {prog.name}: AOTInductor compile")
         # each program carries its own copy of the weights: with the weights stored once outside the compiled code
         # ("package_constants_in_so": False), torch 2.13's loader crashed (SIGSEGV) on the real-size Chronos-2
         files[prog.name] = aot_compile(ep.module(), ex_args, ex_kwargs or {}, options={
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         "programs": {p.name: {"ranges": p.ranges, "static": p.static} for p in programs},
         "config": harness.export_config(), "timings": timings,
     })
+    _phase("writing the package")
     package_pt2(args.out, aoti_files=files, extra_files={RECORD_NAME: json.dumps(record, sort_keys=True)})
     Path(args.record).write_text(json.dumps(record, indent=2, sort_keys=True))
     return 0

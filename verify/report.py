@@ -17,11 +17,11 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from patchkit.errors import EnvironmentProblem, PatchkitError
+from patchkit.errors import EnvironmentProblem, PatchkitError, subprocess_failure
 from patchkit.patchset import PatchSet
 
 from . import logs as logparse
@@ -83,7 +83,7 @@ class VerifyReport:
 def run_variant(
     model: str, tree: Path, label: str, *, weights: str | None = None, device: str = "cpu",
     extra_logs: tuple[str, ...] = (), forecast: str = "both", timeout: int = 1800, backend: str = "inductor",
-    size: str = "tiny", python: str | Path | None = None,
+    size: str = "tiny", python: str | Path | None = None, progress: Callable[[str], None] | None = None,
 ) -> tuple[dict, str]:
     """Run the verify subprocess on ``tree`` with ``python`` (default: this interpreter); return (its JSON,
     its stderr log)."""
@@ -96,16 +96,22 @@ def run_variant(
         if weights:
             cmd += ["--weights", weights]
         cmd += ["--backend", backend, "--forecast", forecast]
-        proc = run_logged(cmd, model=model, label=label, tree=tree, logs=logs, timeout=timeout, cwd=tmp, expect=out)
+        proc = run_logged(cmd, model=model, label=label, tree=tree, logs=logs, timeout=timeout, cwd=tmp, expect=out,
+                          progress=progress)
         return json.loads(out.read_text()), proc.stderr
 
 
 def run_logged(cmd: list[str], *, model: str, label: str, tree: Path, logs: str, timeout: int, cwd: str | Path,
-               expect: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run a verify subprocess with ``TORCH_LOGS`` set; turn its failure into one patchkit error."""
+               expect: Path, extra_env: dict[str, str] | None = None,
+               progress: Callable[[str], None] | None = None) -> subprocess.CompletedProcess:
+    """Run a verify subprocess with ``TORCH_LOGS`` set; turn its failure into one patchkit error.
+
+    ``progress`` is called with each phase the runner enters (its ``@@patchkit-phase`` lines)."""
     env = {**os.environ, "TORCH_LOGS": logs, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
            **(extra_env or {})}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
+    proc = stream(cmd, env=env, timeout=timeout, cwd=cwd,
+                  on_line=None if progress is None else
+                  (lambda line: progress(line[len(PHASE_MARK):].strip()) if line.startswith(PHASE_MARK) else None))
     if proc.returncode != 0 or not expect.exists():
         missing = re.findall(r"ModuleNotFoundError: No module named '([^']+)'", proc.stderr)
         if missing:
@@ -114,11 +120,55 @@ def run_logged(cmd: list[str], *, model: str, label: str, tree: Path, logs: str,
                 "in this environment (install the patchkit extras: pip install -e '.[all]')"
             )
         else:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-            error = PatchkitError(f"verify run of {label} ({tree}) failed with exit {proc.returncode}:\n{tail}")
+            error = subprocess_failure(f"verify run of {label} ({model})", proc.returncode, proc.stderr,
+                                       f"verify-{model}-{label}")
         error.variant = label  # type: ignore[attr-defined]  # which tree failed: upgrade-check tells them apart
         raise error
     return proc
+
+
+#: runner processes started by ``stream`` and still running (``kill_children`` ends them on an interrupt)
+_CHILDREN: set[subprocess.Popen] = set()
+
+
+def kill_children() -> None:
+    """Kill every running runner: an interrupt reaches the main thread only, the runners wait in worker threads."""
+    for child in list(_CHILDREN):
+        child.kill()
+
+
+def stream(cmd: list[str], *, env: dict[str, str], timeout: float, cwd: str | Path,
+           on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)``, calling ``on_line`` with each stderr line as it
+    comes; the child is killed on timeout or when this process is interrupted."""
+    import threading
+
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    _CHILDREN.add(child)
+    out: list[str] = []
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(child.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    fired: list[bool] = []
+    timer = threading.Timer(timeout, lambda: (fired.append(True), child.kill()))
+    timer.start()
+    try:
+        for line in child.stderr:  # type: ignore[union-attr]
+            err.append(line)
+            if on_line is not None:
+                on_line(line.rstrip("\n"))
+        child.wait()
+        reader.join()
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    finally:
+        timer.cancel()
+        _CHILDREN.discard(child)
+    if fired:
+        raise subprocess.TimeoutExpired(cmd, timeout, "".join(out), "".join(err))
+    return subprocess.CompletedProcess(cmd, child.returncode, "".join(out), "".join(err))
 
 
 def _phase_text(log: str, phase: str) -> str:
@@ -215,10 +265,15 @@ def verify_trees(
     ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_version: str, *,
     weights: str | None = None, device: str = "cpu", extra_logs: tuple[str, ...] = (),
     tolerance: float | None = None, forecasts: bool = True, backend: str = "inductor", size: str = "tiny",
-    python: str | Path | None = None,
+    python: str | Path | None = None, progress: Callable[[str], None] = lambda msg: None,
 ) -> tuple[VerifyReport, dict[str, str]]:
-    """Verify two trees of ``ps``'s model.  Returns the report and the raw logs per variant."""
+    """Verify two trees of ``ps``'s model.  Returns the report and the raw logs per variant.
+
+    ``progress`` hears each phase a variant enters (workload, steady, fullgraph, forecast)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    def phase_of(label: str) -> Callable[[str], None]:
+        return lambda phase: progress(f"{ps.model} {label}: {phase}")
 
     tol = ps.mae_tolerance if tolerance is None else tolerance
     jobs = {"upstream": Path(upstream_tree).resolve(), "patched": Path(patched_tree).resolve()}
@@ -226,10 +281,15 @@ def verify_trees(
         futures = {
             label: pool.submit(run_variant, ps.model, tree, label, weights=weights, device=device,
                                extra_logs=extra_logs, backend=backend, size=size, python=python,
+                               progress=phase_of(label),
                                forecast=(("eager" if label == "upstream" else "compiled") if forecasts else "none"))
             for label, tree in jobs.items()
         }
-        results = {label: f.result() for label, f in futures.items()}
+        try:
+            results = {label: f.result() for label, f in futures.items()}
+        except BaseException:
+            kill_children()  # the other variant's run is of no use now; do not wait minutes for it
+            raise
     variants = {label: summarize_variant(label, jobs[label], *results[label]) for label in jobs}
     up_data, pa_data = results["upstream"][0], results["patched"][0]
 

@@ -74,7 +74,24 @@ def setup(model: str, tree: str | Path, *, weights: str | None, seed: int, devic
         origin = Path(getattr(mod, "__file__", "") or "").resolve()
         if tree not in origin.parents:
             raise SystemExit(f"import {pkg} resolved to {origin}, not inside {tree}")
-    return tree, load_harness(ps.harness)(tree, weights=weights, seed=seed, device=device, size=size)
+    return tree, build_harness(ps, tree, weights=weights, seed=seed, device=device, size=size)
+
+
+def build_harness(ps, tree: Path, *, weights: str | None, seed: int, device: str, size: str):
+    """The patch set's harness; a checkpoint that does not load is bad input (exit 2), not a crash."""
+    from patchkit.errors import BadInput, PatchkitError, classify
+
+    cls = load_harness(ps.harness)
+    try:
+        return cls(tree, weights=weights, seed=seed, device=device, size=size)
+    except (KeyboardInterrupt, ImportError, PatchkitError):
+        raise
+    except Exception as err:  # noqa: BLE001 - what a bad checkpoint raises varies by upstream
+        if not weights or classify(err) is not None:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise BadInput(f"--weights {weights}: the {ps.model} checkpoint does not load "
+                       f"({type(err).__name__}: {first})") from err
 
 
 def reset() -> None:
@@ -151,14 +168,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry(main) -> None:
-    """Run a subprocess ``main``; any crash prints its traceback (the parent shows its tail) and exits 3."""
+    """Run a subprocess ``main``.  A failure prints its traceback (the parent keeps it in a log file), then one
+    typed line (``patchkit.errors.failure_line``), and exits with that line's exit code."""
+    from patchkit.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, BadInput, failure_line, parse_failure
+
     try:
         sys.exit(main())
-    except SystemExit:
+    except SystemExit as err:
+        if isinstance(err.code, str):  # a runner's own refusal: one line, bad input
+            print(err.code, file=sys.stderr)
+            print(failure_line(BadInput(err.code)), file=sys.stderr, flush=True)
+            sys.exit(EXIT_BAD_INPUT)
         raise
-    except BaseException:
+    except BaseException as err:  # noqa: BLE001 - typed, then the exit code it stands for
         traceback.print_exc()
-        sys.exit(3)
+        line = failure_line(err)
+        print(line, file=sys.stderr, flush=True)
+        code = (parse_failure(line) or {}).get("exit_code", EXIT_INTERNAL)
+        sys.exit(code)
 
 
 if __name__ == "__main__":
