@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from patchkit.patchset import Package, PatchSet, PipSource, Step, TrafficSpec, UpstreamTests
+from patchkit.patchset import is_a, Package, PatchSet, PipSource, Step, TrafficSpec, UpstreamTests
 from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series
 from patchkit.verify.traffic import TrafficRanges
 
@@ -150,7 +150,7 @@ def compile_recipe(obj, compile_fn: CompileFn):
     ``_predict_step`` shapes every call for one graph).  A ``Chronos2Model``: the compiled model behind
     ``ShapedModelCall``, which shapes each call as the patched ``_predict_step`` does, since a caller of the model
     itself has no such call site."""
-    if "Chronos2Pipeline" in [c.__name__ for c in type(obj).__mro__]:
+    if is_a(obj, "Chronos2Pipeline"):
         obj.model = compile_fn(obj.model, name="model")
         return obj
     return ShapedModelCall(obj, compile_fn(obj, name="model"))
@@ -195,7 +195,6 @@ class ShapedModelCall:
         bound = self._signature.bind(self.model, *args, **kwargs)
         a = dict(bound.arguments)
         a.pop(next(iter(self._signature.parameters)))  # self
-        a.update(a.pop("kwargs", {}))
         context, mask = a.get("context"), a.get("context_mask")
         if not isinstance(context, torch.Tensor) or context.ndim != 2:
             return self.compiled(**a)  # the model raises its own error

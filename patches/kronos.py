@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from patchkit.patchset import Package, GitSource, PatchSet, Step, TrafficSpec
+from patchkit.patchset import is_a, Package, GitSource, PatchSet, Step, TrafficSpec
 from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series, eager
 from patchkit.verify.traffic import TrafficRanges
 
@@ -233,7 +233,7 @@ def compile_recipe(obj, compile_fn: CompileFn):
     cache's growing-window steps (``step_s1``/``step_s2``, one static-shape graph each), and ``decode_s1`` /
     ``decode_s2``, which serve the window once it rolls past ``max_context``.  Compiling only ``decode_s1`` /
     ``decode_s2``, as upstream users do, leaves the growing window eager (the cache warns once)."""
-    model = obj.model if "KronosPredictor" in [c.__name__ for c in type(obj).__mro__] else obj
+    model = obj.model if is_a(obj, "KronosPredictor") else obj
     model.decode_s1 = compile_fn(model.decode_s1, name="decode_s1")
     model.decode_s2 = compile_fn(model.decode_s2, name="decode_s2")
     _compile_cached_steps(model, compile_fn, named=True)

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from patchkit.patchset import Package, PatchSet, PipSource, Step, TrafficSpec, UpstreamTests
+from patchkit.patchset import is_a, Package, PatchSet, PipSource, Step, TrafficSpec, UpstreamTests
 from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series
 from patchkit.verify.traffic import TrafficRanges
 
@@ -244,7 +244,7 @@ def compile_recipe(obj, compile_fn: CompileFn):
     """``runtime.compile_model`` for Toto: the backbone is the compiled unit.  A ``TotoForecaster``: its ``model``
     compiled in place (the patched forecaster shapes every call for one graph per phase and variates class).  A
     ``TotoBackbone``: the compiled backbone, to hand to ``TotoForecaster``."""
-    if "TotoForecaster" in [c.__name__ for c in type(obj).__mro__]:
+    if is_a(obj, "TotoForecaster"):
         obj.model = compile_fn(obj.model, name="backbone")
         return obj
     return compile_fn(obj, name="backbone")

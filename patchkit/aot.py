@@ -222,12 +222,9 @@ class LoadedPackage:
         """The upstream's own entry point running this package: a ``Chronos2Pipeline`` (chronos2), a
         ``TotoForecaster`` (toto), a ``KronosPredictor`` over the caller's model and tokenizer (kronos)."""
         from . import patches
+        from .patchset import resolve
 
-        spec = patches.get(self.model).aot_runtime
-        module, _, fn = spec.partition(":")
-        import importlib
-
-        return getattr(importlib.import_module(module), fn)(self, *args, **kwargs)
+        return resolve(patches.get(self.model).aot_runtime)(self, *args, **kwargs)
 
 
 def _loader_folders() -> set[Path]:

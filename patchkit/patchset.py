@@ -170,3 +170,17 @@ class PatchSet:
     compile_targets: tuple[str, ...] = ()
     #: what ``--weights`` takes: one local checkpoint directory per name, comma-separated
     weights_dirs: tuple[str, ...] = ("MODEL_DIR",)
+
+
+def resolve(spec: str) -> Any:
+    """The object a patch set's ``"module:attribute"`` field names (``harness``, ``aot_runtime``, ``compile_recipe``)."""
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def is_a(obj: Any, class_name: str) -> bool:
+    """Whether ``obj``'s class or one of its bases is named ``class_name``.  Recipes tell upstream objects apart by
+    name, without importing the upstream: the vendored tree the caller imported is the one that counts."""
+    return any(c.__name__ == class_name for c in type(obj).__mro__)

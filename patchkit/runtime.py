@@ -291,21 +291,14 @@ def compile(target: Callable[..., Any], *, strict: bool = False, warmup: int | N
     return GuardedCompile(target, strict=strict, warmup=warmup, name=name, **torch_compile_kwargs)
 
 
-def _class_names(obj: Any) -> list[str]:
-    return [c.__name__ for c in type(obj).__mro__]
-
-
 def _recipe_for(obj: Any):
-    import importlib
-
     from . import patches
+    from .patchset import is_a, resolve
 
-    names = _class_names(obj)
     for model in patches.names():
         ps = patches.get(model)
-        if ps.compile_recipe and any(t in names for t in ps.compile_targets):
-            module, _, fn = ps.compile_recipe.partition(":")
-            return ps, getattr(importlib.import_module(module), fn)
+        if ps.compile_recipe and any(is_a(obj, t) for t in ps.compile_targets):
+            return resolve(ps.compile_recipe)
     takes = sorted(t for m in patches.names() for t in patches.get(m).compile_targets)
     raise TypeError(f"compile_model takes an upstream object ({', '.join(takes)}), not {type(obj).__name__}")
 
@@ -321,7 +314,7 @@ def compile_model(obj: Any, *, strict: bool = False, warmup: int | None = None, 
     >>> pipeline = patchkit.runtime.compile_model(Chronos2Pipeline.from_pretrained("amazon/chronos-2"))
     >>> forecasts = pipeline.predict(inputs, prediction_length=64)
     """
-    _, recipe = _recipe_for(obj)
+    recipe = _recipe_for(obj)
     units: dict[str, GuardedCompile] = {}
 
     def compile_fn(fn: Callable[..., Any], name: str | None = None) -> GuardedCompile:
@@ -330,10 +323,7 @@ def compile_model(obj: Any, *, strict: bool = False, warmup: int | None = None, 
         return guarded
 
     out = recipe(obj, compile_fn)
-    try:
-        object.__setattr__(out, "_patchkit_compiled_units", units)
-    except (AttributeError, TypeError):  # an object without a __dict__: the units stay reachable through it
-        pass
+    object.__setattr__(out, "_patchkit_compiled_units", units)  # past nn.Module's __setattr__: a plain dict
     return out
 
 

@@ -105,9 +105,12 @@ def harness_profile(model: str, tree: str, backend: str, calls: int) -> dict:
     from patchkit.runtime import compile_model, compiled_units
     from patchkit.verify.traffic import profile
 
+    from pathlib import Path
+
+    from patchkit.patchset import resolve
+
     ps = patches.get(model)
-    module, _, cls = ps.harness.partition(":")
-    harness = getattr(__import__(module, fromlist=[cls]), cls)(__import__("pathlib").Path(tree))
+    harness = resolve(ps.harness)(Path(tree))
     if model == "chronos2":
         from chronos.chronos2.pipeline import Chronos2Pipeline
 
@@ -131,7 +134,6 @@ def harness_profile(model: str, tree: str, backend: str, calls: int) -> dict:
         _, net2 = harness._build(eager)  # the same seed: the same weights, compiled apart
         compiled_obj = compile_model(KronosPredictor(net2, tokenizer, device="cpu", max_context=limit),
                                      backend=backend)
-    if model == "kronos":
         serve = harness._serve_predictor
     got_handle, want_handle = serve(compiled_obj), serve(eager_obj)
     drift = []

@@ -29,8 +29,9 @@ def _one_line(err: BaseException) -> str:
 
 
 def load_harness(spec: str):
-    module, _, cls = spec.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    from patchkit.patchset import resolve
+
+    return resolve(spec)
 
 
 _NOT_A_BREAK = ("recompile_limit", "cache_size_limit", "fail_on_recompile")
