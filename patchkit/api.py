@@ -169,10 +169,11 @@ def write_report(path: str | Path, data: dict) -> None:
 
 def verify_traffic(model: str, *, root: str | Path | None = None, size: str = "tiny", calls: int = 24,
                    seed: int = 0, weights: str | None = None, device: str = "cpu", mode: str | None = None,
-                   analysis_backend: str = "eager", logs: tuple[str, ...] = (),
+                   analysis_backend: str = "eager", logs: tuple[str, ...] = (), repeats: int = 2, load: int = 0,
                    json_path: str | Path | None = None, progress=lambda msg: None,
                    on_report=lambda report, raw: None):
-    """``verify --traffic``: the model's traffic profile through its users' entry point, upstream vs patched."""
+    """``verify --traffic``: the model's traffic profile through its users' entry point, upstream vs patched;
+    ``repeats`` steady passes over the eager data compared per element, beside ``load`` busy processes."""
     from .verify.traffic_report import verify_traffic as _verify_traffic
 
     ws = workspace(root)
@@ -184,7 +185,8 @@ def verify_traffic(model: str, *, root: str | Path | None = None, size: str = "t
     version = _require_applied(ws, ps)
     report, raw = _verify_traffic(ps, ws.pristine(model), ws.patched(model), version, size=size, calls=calls,
                                   seed=seed, weights=weights, device=device, mode=mode,
-                                  analysis_backend=analysis_backend, extra_logs=logs, progress=progress)
+                                  analysis_backend=analysis_backend, extra_logs=logs, repeats=repeats, load=load,
+                                  progress=progress)
     on_report(report, raw)
     _record(ws, model, "traffic", report.ok, size=size, device=device, mode=mode or "default", calls=calls)
     if json_path:

@@ -200,6 +200,10 @@ def apply(opts: Options, model: str, check: bool, diff: bool, force: bool) -> No
                    "the upstream's public entry point, and hold the patched tree to its graph budget.")
 @click.option("--calls", type=click.IntRange(1), default=24, show_default=True, help="--traffic: calls in the profile.")
 @click.option("--seed", type=int, default=0, show_default=True, help="--traffic: profile and data seed.")
+@click.option("--repeats", type=click.IntRange(0), default=2, show_default=True,
+              help="--traffic: steady passes repeated over the eager data, each compared with eager per element.")
+@click.option("--load", type=click.IntRange(0), default=0, show_default=True,
+              help="--traffic: busy processes sharing the CPU while the repeats run (a loaded host).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda (not applicable without a GPU).")
 @click.option("--mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]), default="default",
               show_default=True, help="--traffic: inductor mode of the patched compiled pass (reduce-overhead: CUDA only).")
@@ -215,8 +219,8 @@ def apply(opts: Options, model: str, check: bool, diff: bool, force: bool) -> No
                    "variant. Forecasts and the patched traffic pass always use inductor.")
 @click.pass_obj
 def verify(opts: Options, model: str, logs: str, json_path: Path | None, size: str, weights: str | None,
-           traffic: bool, calls: int, seed: int, device: str, mode: str, aot_package: Path | None,
-           tolerance: float | None, backend: str | None) -> None:
+           traffic: bool, calls: int, seed: int, repeats: int, load: int, device: str, mode: str,
+           aot_package: Path | None, tolerance: float | None, backend: str | None) -> None:
     """Prove the fix: graph breaks, recompiles and forecast fidelity, upstream vs patched.
 
     Each variant runs in its own subprocess with TORCH_LOGS set. Without
@@ -226,14 +230,17 @@ def verify(opts: Options, model: str, logs: str, json_path: Path | None, size: s
     seeded stream of calls through the users' entry point; exit 0 only when
     every compiled unit stays in its graph budget, no recompile limit is hit,
     a second pass with new data does not recompile, patched eager equals
-    upstream eager, compiled drift is within bounds, and the upstream shows
-    the hazard the patch set claims.
+    upstream eager, compiled drift is within bounds in every pass (--repeats
+    more steady passes over the same data, per element, with --load busy
+    processes beside them), and the upstream shows the hazard the patch set
+    claims.
 
     \b
     Examples:
       patchkit verify chronos2 --logs graph_breaks
       patchkit verify toto --logs graph_breaks,recompiles --json toto.json
       patchkit verify toto --traffic --size real --json toto-traffic.json
+      patchkit verify toto --traffic --repeats 20 --load 2
       patchkit verify kronos --traffic --weights ~/ckpt/Kronos-small,~/ckpt/Kronos-Tokenizer-base
       patchkit verify chronos2 --aot dist/chronos2-tiny-cpu.pt2
     """
@@ -249,7 +256,7 @@ def verify(opts: Options, model: str, logs: str, json_path: Path | None, size: s
         return show
 
     if aot_package is not None:
-        if traffic or size != "tiny" or weights or mode != "default" or backend:
+        if traffic or size != "tiny" or weights or mode != "default" or backend or load:
             raise click.UsageError("--aot takes its size, weights and device from the package record; it combines "
                                    "only with --calls, --seed and --json")
         from .verify.aot_report import render as render_aot
@@ -261,11 +268,14 @@ def verify(opts: Options, model: str, logs: str, json_path: Path | None, size: s
 
         report, _ = api.verify_traffic(model, root=opts.root, size=size, calls=calls, seed=seed, weights=weights,
                                        device=device, mode=None if mode == "default" else mode,
-                                       analysis_backend=backend or "eager", logs=extra, json_path=json_path,
+                                       analysis_backend=backend or "eager", logs=extra, repeats=repeats,
+                                       load=load, json_path=json_path,
                                        progress=progress, on_report=shown(render_traffic))
     else:
         if mode != "default":
             raise click.UsageError("--mode applies to --traffic runs")
+        if load:
+            raise click.UsageError("--load applies to --traffic runs")
 
         def show(report, raw) -> None:
             click.echo(render_verify(report, extra, opts.verbose, raw))

@@ -94,6 +94,8 @@ class TrafficSpec:
     eager_rtol: float = 1e-6
     #: patched compiled vs patched eager on the deterministic outputs, relative L2 per call
     compiled_rtol: float = 1e-5
+    #: the same, per element: ``max |compiled - eager| / mean |eager|`` per call, in every compiled pass
+    compiled_elem_tol: float = 1e-5
     #: compiled sampled paths vs eager sampled paths: relative L2 of their 10/50/90% quantiles
     sample_rtol: float = 0.1
     #: why sample_rtol is what it is (stated in the report)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from patchkit.verify.traffic import Call, TrafficRanges, compare, compare_distribution, profile
-from patchkit.verify.traffic_report import render, verify_traffic
+from patchkit.verify.traffic_report import _check, fidelity_failure, render, verify_traffic
 
 from . import traffic_fixture
 from .conftest import REPO
@@ -88,6 +88,54 @@ def test_traffic_verify_fails_budget_limit_drift_and_a_vacuous_workload(tmp_path
     assert "net: " in joined and "budget 2" in joined
     assert "hit the recompile limit" in joined and report.patched.limit_sites
     assert "patched eager vs upstream eager (deterministic outputs): worst relative L2" in joined
+
+
+def test_compare_scores_one_drifting_element_against_the_output_scale():
+    want = np.full((8, 64), 50.0)
+    got = want.copy()
+    got[3, 10] += 50.0 * 4e-5  # one step of one series: relative L2 dilutes it by sqrt(512)
+    c = compare(got, want)
+    assert c.rel_l2 < 1e-5 < c.max_scaled
+    assert c.max_scaled == pytest.approx(4e-5)
+
+
+def test_check_reads_every_repeat_and_names_the_pass():
+    calls = [{"index": 0}, {"index": 1}]
+    want = {"0.point": np.ones((2, 4)), "1.point": np.ones((2, 4))}
+    clean = {k: v.copy() for k, v in want.items()}
+    drifted = {k: v.copy() for k, v in want.items()}
+    drifted["1.point"][1, 3] = 1.001
+    c = _check("repeats", 1e-2, [clean, drifted, clean], want, calls, "point", elem_bound=1e-5)
+    assert not c.ok and c.calls == 6 and c.worst_elem_call == "#1 (repeat 2)"
+    assert c.worst_rel <= c.bound  # relative L2 alone would have passed it
+    assert "worst element 0.001 of the output's scale at #1 (repeat 2) > 1e-05" in fidelity_failure(c)
+    assert _check("repeats", 1e-2, [clean, clean], want, calls, "point", elem_bound=1e-5).ok
+
+
+def test_cpu_load_runs_busy_processes_only_inside_its_block():
+    from patchkit.verify.load import cpu_load
+
+    with cpu_load(2) as workers:
+        assert len(workers) == 2 and all(w.poll() is None for w in workers)  # running
+    assert all(w.poll() is not None for w in workers)  # stopped and reaped
+    with cpu_load(0) as workers:
+        assert workers == []
+
+
+@pytest.mark.slow
+def test_traffic_verify_catches_a_drift_only_the_repeats_see(tmp_path: Path, fixture_env):
+    """Compiled output that goes wrong on one element after the first compiled and steady passes, and on a
+    loaded CPU: the first compiled pass matches eager, the repeated steady passes catch it per element."""
+    up = traffic_fixture.write_tree(tmp_path / "up", "upstream")
+    flaky = traffic_fixture.write_tree(tmp_path / "flaky", "flaky")
+    report, _ = verify_traffic(traffic_fixture.PATCHSET, up, flaky, "0", calls=8, repeats=2, load=1)
+    assert not report.ok and report.repeats == 2 and report.load_procs == 1
+    checks = {c.what: c for c in report.fidelity}
+    assert checks["patched compiled vs patched eager (deterministic outputs)"].ok
+    rep = checks["patched compiled, 2 steady repeats vs patched eager (deterministic outputs)"]
+    assert not rep.ok and rep.calls == 16 and rep.worst_elem == pytest.approx(3e-5, rel=0.05), rep
+    assert any("worst element" in f and "(repeat" in f for f in report.failures), report.failures
+    assert report.patched.steady_ok  # the drift comes with no recompile
 
 
 def test_break_even_counts_calls_until_compiled_has_cost_less():

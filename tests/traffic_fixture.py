@@ -7,6 +7,9 @@
   batch and length dims dynamic before the call (one graph for every shape);
 * ``bad``: patched, but it counts calls in a Python int on the module (a guard that fails on every call, so it
   recompiles until the recompile limit) and nudges its output (eager drift against upstream).
+* ``flaky``: patched, but compiled code counts its calls in a buffer (no guard, no recompile) and from the 17th
+  compiled call on moves one element of the output by 3e-5 of the output's scale: clean in the first compiled
+  pass (8 calls) and the steady pass, wrong in the repeats, and too small for relative L2 on most calls.
 
 ``PATCHSET`` is registered for the verify subprocesses through ``PATCHKIT_EXTRA_PATCHSETS``.
 """
@@ -34,6 +37,7 @@ class Net(torch.nn.Module):
         super().__init__()
         self.proj = torch.nn.Linear(1, 1)
         self.calls = 0
+        self.register_buffer("tick", torch.zeros((), dtype=torch.int64))
 
     def forward(self, x, horizon: int):
         level = torch.nan_to_num(x, nan=0.0).mean(-1, keepdim=True)
@@ -51,6 +55,16 @@ _BODIES = {
         scale = x.nan_to_num(0.0).abs().amax()
         steps = torch.arange(horizon, dtype=x.dtype) * 0.01 * scale
         return self.proj(level).expand(-1, horizon) + steps * (1.0 + 1e-3 * (self.calls > 0))
+''',
+    "flaky": '''        scale = x.nan_to_num(0.0).abs().amax()
+        steps = torch.arange(horizon, dtype=x.dtype) * 0.01 * scale
+        out = self.proj(level).expand(-1, horizon) + steps
+        if torch.compiler.is_compiling():
+            self.tick.add_(1)
+            bump = torch.zeros_like(out)
+            bump[0, 0] = 3e-5 * out.abs().mean()
+            out = out + bump * (self.tick > 16)
+        return out
 ''',
 }
 

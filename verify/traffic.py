@@ -125,12 +125,16 @@ def profile(ranges: TrafficRanges, n_calls: int = 24, seed: int = 0) -> list[Cal
 # -- fidelity -------------------------------------------------------------------
 @dataclass(frozen=True)
 class Comparison:
-    """How far ``got`` is from ``want``: relative L2 over finite entries, and NaN placement."""
+    """How far ``got`` is from ``want``: relative L2 over finite entries, the worst single element against the
+    output's scale, and NaN placement."""
 
     rel_l2: float
     max_abs: float
     nan_mismatch: int
     shape_ok: bool
+    #: ``max |got - want| / mean |want|`` over finite entries: an error confined to a few series or steps, which
+    #: relative L2 dilutes by the size of the output, shows here at full size
+    max_scaled: float = 0.0
 
     def within(self, tol: float) -> bool:
         return self.shape_ok and self.nan_mismatch == 0 and self.rel_l2 <= tol
@@ -140,7 +144,8 @@ class Comparison:
 
 
 def compare(got: np.ndarray, want: np.ndarray) -> Comparison:
-    """Relative L2 error ``||got - want|| / ||want||`` over positions finite in both.
+    """Relative L2 error ``||got - want|| / ||want||`` and the per-element ``max |got - want| / mean |want|`` over
+    positions finite in both.
 
     NaN (or inf) in one array where the other is finite counts as a mismatch:
     a NaN against a number is a failure, never averaged away.
@@ -148,7 +153,7 @@ def compare(got: np.ndarray, want: np.ndarray) -> Comparison:
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
     if got.shape != want.shape:
-        return Comparison(float("inf"), float("inf"), 0, False)
+        return Comparison(float("inf"), float("inf"), 0, False, float("inf"))
     fin_g, fin_w = np.isfinite(got), np.isfinite(want)
     mismatch = int(np.count_nonzero(fin_g != fin_w))
     both = fin_g & fin_w
@@ -163,7 +168,10 @@ def compare(got: np.ndarray, want: np.ndarray) -> Comparison:
     denom = float(np.linalg.norm(want[both]))
     num = float(np.linalg.norm(diff))
     rel = num / denom if denom > 0 else (0.0 if num == 0 else float("inf"))
-    return Comparison(rel, float(np.max(np.abs(diff))), mismatch, True)
+    worst = float(np.max(np.abs(diff)))
+    scale = float(np.mean(np.abs(want[both])))
+    scaled = worst / scale if scale > 0 else (0.0 if worst == 0 else float("inf"))
+    return Comparison(rel, worst, mismatch, True, scaled)
 
 
 def compare_distribution(got: np.ndarray, want: np.ndarray, axis: int) -> Comparison:

@@ -4,13 +4,17 @@ Upstream runs its profile eagerly (the reference outputs) and compiled with the
 analysis backend (Dynamo decides breaks and recompiles before any backend runs,
 so ``eager`` is enough to show the hazard and costs no inductor compiles).
 Patched runs eagerly, compiled with inductor, then a steady pass with new data
-under ``fail_on_recompile``.  The two variants run one after the other, so
+under ``fail_on_recompile``, then ``repeats`` more steady passes over the eager
+data (with ``load`` busy processes on the CPU), each compared with eager per
+element: a rare or load-dependent drift confined to a few series is caught
+there, where one pass and a relative L2 would miss it.  The two variants run one after the other, so
 neither's timings share the CPU with the other.
 
 It fails when a patched unit makes more graphs than its patch set's budget, a
 recompile limit is hit, the steady pass recompiles, a patched call errors, a
 graph breaks, patched eager differs from upstream eager (NaN placement
-included), compiled output drifts from eager, or the upstream variant shows none
+included), compiled output drifts from eager (relative L2 per call, and per
+element against the output's scale, in every pass), or the upstream variant shows none
 of the hazards the patch set claims.
 """
 
@@ -76,6 +80,11 @@ class FidelityCheck:
     nan_mismatch_calls: list[str]
     shape_mismatch_calls: list[str]
     ok: bool
+    #: worst ``max |got - want| / mean |want|`` over the calls (compare.max_scaled), where it was found, and the
+    #: bound it is held to (None: reported only)
+    worst_elem: float = 0.0
+    worst_elem_call: str = ""
+    elem_bound: float | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,9 @@ class TrafficReport:
     failures: list[str]
     sample_note: str = ""
     created: str = ""  # when the report was made, UTC, ISO 8601
+    #: steady passes repeated over the eager data and compared per element, and the busy processes beside them
+    repeats: int = 0
+    load_procs: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,6 +143,7 @@ def _run(ps: PatchSet, tree: Path, label: str, passes: str, *, size: str, calls:
                           expect=out / "traffic.json", extra_env=extra_env)
         data = json.loads((out / "traffic.json").read_text())
         arrays = {name: _load(out / f"{name}.npz") for name in ("eager", "compiled", "aot")}
+        arrays["repeats"] = [_load(p) for p in sorted(out.glob("repeat*.npz"), key=lambda p: int(p.stem[6:]))]
     return data, arrays, proc.stderr
 
 
@@ -144,7 +157,8 @@ def _variant(label: str, data: dict, log: str, tree: Path, spec: TrafficSpec | N
         units.append(UnitReport(name, graphs, budget, list((spec.phases if spec else {}).get(name, ())),
                                 budget is not None and graphs <= budget))
     steady = passes.get("steady")
-    steady_errors = (steady or {}).get("errors", [])
+    steady_errors = [*(steady or {}).get("errors", []),
+                     *(e for rp in passes.get("repeats", {}).get("passes", []) for e in rp["errors"])]
     errors = [dict(e, phase=phase) for phase in ("eager", "compiled") for e in passes.get(phase, {}).get("errors", [])]
     return TrafficVariant(
         label=label,
@@ -172,34 +186,42 @@ def _finite(xs: list[float]) -> list[float]:
     return [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
 
 
-def _check(what: str, bound: float, got: dict[str, np.ndarray], want: dict[str, np.ndarray], calls: list[dict],
-           kind: str, distribution: bool = False) -> FidelityCheck | None:
-    worst, worst_call = 0.0, ""
+def _check(what: str, bound: float, got: dict[str, np.ndarray] | list[dict[str, np.ndarray]],
+           want: dict[str, np.ndarray], calls: list[dict], kind: str, distribution: bool = False,
+           elem_bound: float | None = None) -> FidelityCheck | None:
+    """Compare every call's ``kind`` output of ``got`` with ``want``: the worst relative L2 against ``bound`` and,
+    with ``elem_bound``, the worst element against the output's scale.  ``got`` may be a list of passes (steady
+    repeats over the same data): each is compared, and a call is named with its pass."""
+    runs = [("", got)] if isinstance(got, dict) else [(f" (repeat {k + 1})", g) for k, g in enumerate(got)]
+    worst, worst_call, elem, elem_call = 0.0, "", 0.0, ""
     nan_bad, shape_bad = [], []
     n = 0
-    for call in calls:
-        key = f"{call['index']}.{kind}"
-        if key not in want or key not in got:
-            if (key in want) != (key in got):
-                shape_bad.append(f"#{call['index']} (output missing on one side)")
-            continue
-        n += 1
-        if distribution:
-            axis = int(want.get(f"{call['index']}.sample_axis", np.asarray(0)))
-            c = compare_distribution(got[key], want[key], axis)
-        else:
-            c = compare(got[key], want[key])
-        if not c.shape_ok:
-            shape_bad.append(f"#{call['index']} {got[key].shape} vs {want[key].shape}")
-            continue
-        if c.nan_mismatch:
-            nan_bad.append(f"#{call['index']} ({c.nan_mismatch} positions)")
-        if c.rel_l2 > worst or not worst_call:
-            worst, worst_call = c.rel_l2, f"#{call['index']}"
+    for suffix, run in runs:
+        for call in calls:
+            key, name = f"{call['index']}.{kind}", f"#{call['index']}{suffix}"
+            if key not in want or key not in run:
+                if (key in want) != (key in run):
+                    shape_bad.append(f"{name} (output missing on one side)")
+                continue
+            n += 1
+            if distribution:
+                axis = int(want.get(f"{call['index']}.sample_axis", np.asarray(0)))
+                c = compare_distribution(run[key], want[key], axis)
+            else:
+                c = compare(run[key], want[key])
+            if not c.shape_ok:
+                shape_bad.append(f"{name} {run[key].shape} vs {want[key].shape}")
+                continue
+            if c.nan_mismatch:
+                nan_bad.append(f"{name} ({c.nan_mismatch} positions)")
+            if c.rel_l2 > worst or not worst_call:
+                worst, worst_call = c.rel_l2, name
+            if c.max_scaled > elem or not elem_call:
+                elem, elem_call = c.max_scaled, name
     if n == 0 and not shape_bad:
         return None
-    ok = worst <= bound and not nan_bad and not shape_bad
-    return FidelityCheck(what, bound, n, worst, worst_call, nan_bad, shape_bad, ok)
+    ok = worst <= bound and not nan_bad and not shape_bad and (elem_bound is None or elem <= elem_bound)
+    return FidelityCheck(what, bound, n, worst, worst_call, nan_bad, shape_bad, ok, elem, elem_call, elem_bound)
 
 
 def fidelity_failure(c: FidelityCheck) -> str:
@@ -207,6 +229,9 @@ def fidelity_failure(c: FidelityCheck) -> str:
     detail = []
     if c.worst_rel > c.bound:
         detail.append(f"worst relative L2 {c.worst_rel:.3g} at {c.worst_call} > {c.bound:g}")
+    if c.elem_bound is not None and c.worst_elem > c.elem_bound:
+        detail.append(f"worst element {c.worst_elem:.3g} of the output's scale at {c.worst_elem_call} "
+                      f"> {c.elem_bound:g}")
     if c.nan_mismatch_calls:
         detail.append(f"NaN placement differs at {', '.join(c.nan_mismatch_calls[:3])}")
     if c.shape_mismatch_calls:
@@ -240,6 +265,7 @@ def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstre
                    size: str = "tiny", calls: int = 24, seed: int = 0, weights: str | None = None,
                    device: str = "cpu", mode: str | None = None, analysis_backend: str = "eager",
                    patched_backend: str = "inductor", extra_logs: tuple[str, ...] = (), timeout: int = 7200,
+                   repeats: int = 2, load: int = 0,
                    progress=lambda msg: None) -> tuple[TrafficReport, dict[str, str]]:
     spec = ps.traffic
     if spec is None:
@@ -254,16 +280,20 @@ def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstre
                                      "nothing was run, and this is not a pass")
     if calls < 1:
         raise BadInput("--calls must be at least 1")
+    if repeats < 0 or load < 0:
+        raise BadInput("--repeats and --load take a count of 0 or more")
     up_tree, pa_tree = Path(upstream_tree).resolve(), Path(patched_tree).resolve()
     progress(f"{ps.model} upstream: {calls} calls eager, then compiled with the {analysis_backend} backend")
     up_data, up_arrays, up_log = _run(ps, up_tree, "upstream", "eager,compiled", size=size, calls=calls, seed=seed,
                                       weights=weights, device=device, backend=analysis_backend, mode=None,
                                       extra_logs=extra_logs, timeout=timeout)
     progress(f"{ps.model} patched: {calls} calls eager, compiled ({patched_backend}{f', {mode}' if mode else ''}), "
-             "then a steady pass under fail_on_recompile")
+             f"then a steady pass under fail_on_recompile and {repeats} more over the eager data"
+             + (f" beside {load} busy process(es)" if load else ""))
     pa_data, pa_arrays, pa_log = _run(ps, pa_tree, "patched", "eager,compiled,steady", size=size, calls=calls,
                                       seed=seed, weights=weights, device=device, backend=patched_backend, mode=mode,
-                                      extra_logs=extra_logs, timeout=timeout)
+                                      extra_logs=extra_logs, timeout=timeout,
+                                      extra_args=("--repeats", str(repeats), "--load", str(load)))
     up = _variant("upstream", up_data, up_log, up_tree, None)  # budgets bind the patched tree only
     pa = _variant("patched", pa_data, pa_log, pa_tree, spec)
     call_list = pa_data["calls"]
@@ -274,10 +304,20 @@ def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstre
         _check("patched eager vs upstream eager (sampled paths, same seed)", spec.eager_rtol, pa_arrays["eager"],
                up_arrays["eager"], call_list, "samples"),
         _check("patched compiled vs patched eager (deterministic outputs)", spec.compiled_rtol,
-               pa_arrays["compiled"], pa_arrays["eager"], call_list, "point"),
+               pa_arrays["compiled"], pa_arrays["eager"], call_list, "point", elem_bound=spec.compiled_elem_tol),
         _check("patched compiled vs patched eager (sampled paths: 10/50/90% quantiles)", spec.sample_rtol,
                pa_arrays["compiled"], pa_arrays["eager"], call_list, "samples", distribution=True),
     ]
+    if pa_arrays["repeats"]:
+        n = len(pa_arrays["repeats"])
+        checks += [
+            _check(f"patched compiled, {n} steady repeats vs patched eager (deterministic outputs)",
+                   spec.compiled_rtol, pa_arrays["repeats"], pa_arrays["eager"], call_list, "point",
+                   elem_bound=spec.compiled_elem_tol),
+            _check(f"patched compiled, {n} steady repeats vs patched eager (sampled paths: 10/50/90% quantiles)",
+                   spec.sample_rtol, pa_arrays["repeats"], pa_arrays["eager"], call_list, "samples",
+                   distribution=True),
+        ]
     fidelity = [c for c in checks if c is not None]
 
     failures: list[str] = []
@@ -325,6 +365,7 @@ def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstre
                                                                        up.recompile_limit_hit),
         latency=latency, ok=not failures, failures=failures, sample_note=spec.sample_note,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        repeats=len(pa_arrays["repeats"]), load_procs=int(pa_data["passes"].get("repeats", {}).get("load_procs", 0)),
     )
     return report, {"upstream": up_log, "patched": pa_log}
 
@@ -357,10 +398,16 @@ def render(report: TrafficReport) -> str:
         for s in v.limit_sites:
             lines.append(f"  {v.label} RECOMPILE LIMIT {s['function']} at {s['site']}: last {s['reason']}")
     lines.append("")
-    lines.append("fidelity (relative L2 per call, worst call; NaN positions must match):")
+    lines.append("fidelity (relative L2 per call and worst element over the output's scale, worst call; "
+                 "NaN positions must match):")
     for c in r.fidelity:
+        elem = "" if c.elem_bound is None else (f"; element {c.worst_elem:.2e} at {c.worst_elem_call} "
+                                                f"(bound {c.elem_bound:g})")
         lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.what}: {c.worst_rel:.2e} at {c.worst_call} "
-                     f"(bound {c.bound:g}, {c.calls} calls)")
+                     f"(bound {c.bound:g}, {c.calls} calls){elem}")
+    if r.repeats:
+        lines.append(f"  steady pass repeated {r.repeats}x over the eager data"
+                     + (f", beside {r.load_procs} busy process(es)" if r.load_procs else ""))
     lat = r.latency
 
     def ms(d, key="p50_s"):

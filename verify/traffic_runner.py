@@ -11,7 +11,10 @@ Runs a model's traffic profile (``verify/traffic.py``) through the harness's
     with compilation included (a cold start);
 ``steady``
     every call again with new data under ``set_stance("fail_on_recompile")``:
-    the steady-state latency, and any recompile is an error.
+    the steady-state latency, and any recompile is an error.  With
+    ``--repeats N``, N more steady passes follow over the eager pass's own data
+    (outputs to ``OUTDIR/repeat<k>.npz``, compared with eager per element), with
+    ``--load K`` busy processes sharing the CPU while they run (``verify/load.py``).
 
 Each call ``i`` is made with data seed ``seed * 100_000 + i`` (``+ 50_000`` in the
 steady pass), and torch's global RNG is seeded with it right before the call,
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", default=None, help="inductor mode of the compiled pass (e.g. reduce-overhead)")
     ap.add_argument("--cache-save", help="compiled pass: save what it compiled (torch.compiler.save_cache_artifacts)")
     ap.add_argument("--cache-load", help="compiled pass: load a saved cache artifact before compiling")
+    ap.add_argument("--repeats", type=int, default=0, help="steady passes over the eager data, compared per element")
+    ap.add_argument("--load", type=int, default=0, help="busy processes sharing the CPU during the repeats")
     ap.add_argument("--package", help="aot pass: the patchkit export package to run")
     ap.add_argument("--patch-hash", help="aot pass: the patch set the package must come from")
     args = ap.parse_args(argv)
@@ -167,6 +172,19 @@ def main(argv: list[str] | None = None) -> int:
                 times, _, errs = run_pass(handle, calls, seed=args.seed, device=args.device, steady=True,
                                           stop_on_error=True)
             result["passes"]["steady"] = {"times_s": times, "errors": errs}
+            if args.repeats and not errs:
+                from .load import cpu_load
+
+                repeats = []
+                with cpu_load(args.load) as started, torch.compiler.set_stance("fail_on_recompile"):
+                    for k in range(args.repeats):
+                        times, arrays, errs = run_pass(handle, calls, seed=args.seed, device=args.device,
+                                                       stop_on_error=True)
+                        np.savez_compressed(outdir / f"repeat{k}.npz", **arrays)
+                        repeats.append({"times_s": times, "errors": errs})
+                        if errs:
+                            break
+                result["passes"]["repeats"] = {"passes": repeats, "load_procs": len(started)}
             result["unit_graphs_after_steady"] = dict(compiler.graphs)
     if "aot" in passes:  # the exported package through the same entry point; nothing may be compiled here
         _phase("traffic-aot")
