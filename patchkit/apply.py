@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import fnmatch
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -91,17 +93,37 @@ def _decode(data: bytes, rel: str) -> str:
         raise BadInput(f"{rel} is not UTF-8 text; codemods only rewrite Python sources") from err
 
 
+#: plans already made in this process, newest last: (model, version, steps, codemod classes, pristine digest) -> Plan
+_PLANS: OrderedDict[tuple, Plan] = OrderedDict()
+_PLANS_KEPT = 8
+
+
 def plan(ps: PatchSet, pristine: dict[str, bytes], version: str) -> Plan:
     """Run every step over in-memory files; never raises for drift (see ``Plan.drifted``).
 
-    Raises ``BadInput`` before touching anything when a step comes before a step it declares ``after``."""
+    Raises ``BadInput`` before touching anything when a step comes before a step it declares ``after``.
+    A plan is a pure function of the steps, the codemods and the pristine files, and each command that needs an
+    applied tree checks it with a plan (``require_applied``): the last few are kept per process, keyed by all of
+    those, so a second check of the same tree costs a hash of its files, not another LibCST pass."""
     check_order(ps)
+    digest = hashlib.sha256()
+    for rel in sorted(pristine):
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(pristine[rel]).digest())
+    key = (ps.model, version, repr(ps.steps), tuple(id(REGISTRY.get(s.codemod)) for s in ps.steps), digest.digest())
+    if key in _PLANS:
+        _PLANS.move_to_end(key)
+        kept = _PLANS[key]
+        return replace(kept, files=dict(kept.files))
     files = dict(pristine)
     reports = []
     for step in ps.steps:
         reports.append(_run_step(step, files, pristine))
     changed = tuple(sorted(rel for rel in files if files[rel] != pristine.get(rel)))
-    return Plan(ps.model, version, files, changed, tuple(reports))
+    result = Plan(ps.model, version, files, changed, tuple(reports))
+    _PLANS[key] = replace(result, files=dict(files))
+    while len(_PLANS) > _PLANS_KEPT:
+        _PLANS.popitem(last=False)
+    return result
 
 
 def check_order(ps: PatchSet) -> None:

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Set up .venv (scripts/bootstrap.sh) and run the whole test-suite, slow tests included, on two pytest-xdist
 # workers (PATCHKIT_TEST_WORKERS; 0 runs in one process).  GPU-only tests (marker `gpu`) skip themselves
-# without CUDA.  The suite must stay inside its time budget (PATCHKIT_TEST_BUDGET_S, default 3600 s): a green
+# without CUDA.  The suite must stay inside its time budget (PATCHKIT_TEST_BUDGET_S, default 1800 s): a green
 # run past it fails, so slow checks move to benchmarks/ instead of creeping into CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 workers="${PATCHKIT_TEST_WORKERS:-2}"
-budget="${PATCHKIT_TEST_BUDGET_S:-3600}"
+budget="${PATCHKIT_TEST_BUDGET_S:-1800}"
 args=()
 [ "$workers" = 0 ] || args=(-n "$workers" --dist worksteal)
 start=$(date +%s)

@@ -52,12 +52,21 @@ def kronos_ws(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def chronos_ws(chronos_vendored, tmp_path) -> Path:
-    """A private copy of the vendored workspace, patched."""
-    root = tmp_path / "ws"
+@pytest.fixture(scope="session")
+def chronos_patched(chronos_vendored, tmp_path_factory) -> Path:
+    """The vendored workspace, patched once (shared: do not modify; ``chronos_ws`` gives a private copy)."""
+    root = tmp_path_factory.mktemp("chronos-patched") / "ws"
     shutil.copytree(chronos_vendored, root)
     api.apply("chronos2", root=root)
+    return root
+
+
+@pytest.fixture
+def chronos_ws(chronos_patched, tmp_path) -> Path:
+    """A private copy of the patched workspace (a copy, not a fresh apply: apply is deterministic, and its own
+    tests run it on their copies)."""
+    root = tmp_path / "ws"
+    shutil.copytree(chronos_patched, root)
     return root
 
 

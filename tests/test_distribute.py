@@ -68,10 +68,9 @@ def kronos_ws(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def chronos_applied(tmp_path_factory, chronos_vendored) -> Path:
+def chronos_applied(tmp_path_factory, chronos_patched) -> Path:
     root = tmp_path_factory.mktemp("chronos-build") / "ws"
-    shutil.copytree(chronos_vendored, root)
-    api.apply("chronos2", root=root)
+    shutil.copytree(chronos_patched, root)
     return root
 
 

@@ -47,11 +47,9 @@ def private_tmp(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def chronos_applied(chronos_vendored, tmp_path_factory) -> Path:
+def chronos_applied(chronos_patched, tmp_path_factory) -> Path:
     """chronos2 vendored and patched (shared: copy it with ``copy_ws`` before changing anything)."""
-    root = copy_ws(chronos_vendored, tmp_path_factory.mktemp("faults-chronos"))
-    api.apply("chronos2", root=root)
-    return root
+    return copy_ws(chronos_patched, tmp_path_factory.mktemp("faults-chronos"))
 
 
 def copy_ws(src: Path, tmp_path: Path) -> Path:

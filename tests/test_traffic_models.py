@@ -17,7 +17,7 @@ import pytest
 
 from patchkit import api, patches
 from patchkit.apply import apply as apply_patchset
-from patchkit.verify.traffic_report import compare_eager, verify_traffic
+from patchkit.verify.traffic_report import compare_eager, run_upstream, verify_traffic
 
 
 
@@ -98,32 +98,36 @@ def _toto_patched_with(toto_ws: Path, root: Path, ps) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
-def test_traffic_catches_toto_without_its_batch_fixes(toto_ws: Path, tmp_path: Path):
-    """Without dynamic-step-inputs, pad-single-row and the cache's row_dims, patched Toto compiles a graph per
-    batch {1, more} x variates {1, more} x phase, plus a first graph static in the cache's sizes: on this profile
-    (single series with one variate and with several, in both phases) it hits the recompile limit and the rest of
-    the calls run eagerly.  verify must fail on it."""
-    pristine, patched, bare = _toto_without_batch_fixes(toto_ws, tmp_path / "bare")
-    report, _ = verify_traffic(bare, pristine, patched, "0.2.0", calls=24, seed=3, patched_backend="eager")
+def test_toto_traffic_holds_its_budget_and_catches_a_tree_without_its_batch_fixes(toto_ws: Path, tmp_path: Path):
+    """24 varied calls (seed 3), one upstream run for both patched variants.
+
+    The Toto patch set: one graph per variates {1, more} and phase (batch 1 runs as two rows; the cache's sizes
+    are dynamic from the first graph), within the budget of 2 per phase, no limit hit, and the steady passes
+    recompile nothing.
+
+    Without dynamic-step-inputs, pad-single-row and the cache's row_dims, patched Toto compiles a graph per batch
+    {1, more} x variates {1, more} x phase, plus a first graph static in the cache's sizes: on this profile (single
+    series with one variate and with several, in both phases) it hits the recompile limit and the rest of the calls
+    run eagerly.  verify must fail on it."""
+    ps = patches.get("toto")
+    pristine, patched = _trees(toto_ws, "toto")
+    upstream = run_upstream(ps, pristine, calls=24, seed=3)
+    report, _ = verify_traffic(ps, pristine, patched, "0.2.0", calls=24, seed=3, patched_backend="eager",
+                               upstream_run=upstream)
+    (unit,) = report.patched.units
+    assert unit.graphs <= ps.traffic.graph_budget["backbone"] == 4, report.patched.recompile_sites
+    assert report.patched.steady_ok and not report.patched.recompile_limit_hit and report.repeats == 2
+    assert report.upstream.recompiles > report.patched.recompiles
+    assert report.ok, report.failures
+
+    bare_pristine, bare_patched, bare = _toto_without_batch_fixes(toto_ws, tmp_path / "bare")
+    report, _ = verify_traffic(bare, bare_pristine, bare_patched, "0.2.0", calls=24, seed=3,
+                               patched_backend="eager", upstream_run=upstream)
     (unit,) = report.patched.units
     assert report.patched.recompile_limit_hit, (unit.graphs, report.patched.recompile_sites)
     assert unit.graphs > bare.traffic.graph_budget["backbone"] and not unit.within_budget
     assert not report.ok and any("recompile" in f for f in report.failures), report.failures
     assert "graph_breaks" in report.hazards_shown  # the upstream shows its hazard on the same calls
-
-
-@pytest.mark.slow
-def test_toto_traffic_holds_its_graph_budget(toto_ws: Path):
-    """The same 24 calls on the Toto patch set: one graph per variates {1, more} and phase (batch 1 runs as two
-    rows; the cache's sizes are dynamic from the first graph), within the budget of 2 per phase, no limit hit,
-    and the steady pass on new data recompiles nothing."""
-    ps = patches.get("toto")
-    report, _ = verify_traffic(ps, *_trees(toto_ws, "toto"), "0.2.0", calls=24, seed=3, patched_backend="eager")
-    (unit,) = report.patched.units
-    assert unit.graphs <= ps.traffic.graph_budget["backbone"] == 4, report.patched.recompile_sites
-    assert report.patched.steady_ok and not report.patched.recompile_limit_hit
-    assert report.upstream.recompiles > report.patched.recompiles
-    assert report.ok, report.failures
 
 
 @pytest.mark.slow

@@ -261,12 +261,26 @@ def compare_eager(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size
     return [c for c in checks if c is not None]
 
 
+def run_upstream(ps: PatchSet, upstream_tree: Path, *, size: str = "tiny", calls: int = 24, seed: int = 0,
+                 weights: str | None = None, device: str = "cpu", analysis_backend: str = "eager",
+                 extra_logs: tuple[str, ...] = (), timeout: int = 7200, progress=lambda msg: None) -> tuple:
+    """The upstream variant of ``verify_traffic``: the profile eagerly (the reference outputs), then compiled with
+    the analysis backend.  Returns ``(data, arrays, log)``."""
+    progress(f"{ps.model} upstream: {calls} calls eager, then compiled with the {analysis_backend} backend")
+    return _run(ps, Path(upstream_tree).resolve(), "upstream", "eager,compiled", size=size, calls=calls, seed=seed,
+                weights=weights, device=device, backend=analysis_backend, mode=None, extra_logs=extra_logs,
+                timeout=timeout)
+
+
 def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_version: str, *,
                    size: str = "tiny", calls: int = 24, seed: int = 0, weights: str | None = None,
                    device: str = "cpu", mode: str | None = None, analysis_backend: str = "eager",
                    patched_backend: str = "inductor", extra_logs: tuple[str, ...] = (), timeout: int = 7200,
-                   repeats: int = 2, load: int = 0,
+                   repeats: int = 2, load: int = 0, upstream_run: tuple | None = None,
                    progress=lambda msg: None) -> tuple[TrafficReport, dict[str, str]]:
+    """Upstream vs patched over the traffic profile.  ``upstream_run``: the upstream variant's ``(data, arrays,
+    log)`` from an earlier call with the same tree, size, calls, seed, weights, device and analysis backend
+    (``run_upstream``): two patched variants checked against one upstream run need not run it twice."""
     spec = ps.traffic
     if spec is None:
         raise BadInput(f"the {ps.model} patch set declares no traffic budget (PatchSet.traffic); "
@@ -283,10 +297,13 @@ def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstre
     if repeats < 0 or load < 0:
         raise BadInput("--repeats and --load take a count of 0 or more")
     up_tree, pa_tree = Path(upstream_tree).resolve(), Path(patched_tree).resolve()
-    progress(f"{ps.model} upstream: {calls} calls eager, then compiled with the {analysis_backend} backend")
-    up_data, up_arrays, up_log = _run(ps, up_tree, "upstream", "eager,compiled", size=size, calls=calls, seed=seed,
-                                      weights=weights, device=device, backend=analysis_backend, mode=None,
-                                      extra_logs=extra_logs, timeout=timeout)
+    if upstream_run is None:
+        upstream_run = run_upstream(ps, up_tree, size=size, calls=calls, seed=seed, weights=weights, device=device,
+                                    analysis_backend=analysis_backend, extra_logs=extra_logs, timeout=timeout,
+                                    progress=progress)
+    up_data, up_arrays, up_log = upstream_run
+    if (up_data["seed"], len(up_data["calls"]), up_data["size"]) != (seed, calls, size):
+        raise ValueError("upstream_run comes from another profile (seed, calls or size)")
     progress(f"{ps.model} patched: {calls} calls eager, compiled ({patched_backend}{f', {mode}' if mode else ''}), "
              f"then a steady pass under fail_on_recompile and {repeats} more over the eager data"
              + (f" beside {load} busy process(es)" if load else ""))
