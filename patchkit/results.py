@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench import BenchReport, BenchRow, _table, render_table
+from .verify.summary import worst_element
 
 KINDS = ("verify", "traffic", "bench")
 
@@ -104,7 +105,7 @@ def _traffic_rows(items: list[tuple[Path, dict]], base: Path) -> list[list[str]]
                      ", ".join(f"{u['name']} {u['graphs']}/{u['budget']}" for u in pa["units"]),
                      f"{'yes' if up['recompile_limit_hit'] else 'no'} → {'yes' if pa['recompile_limit_hit'] else 'no'}",
                      "ok" if pa["steady_ok"] else "FAIL", worst("patched eager vs upstream eager"),
-                     worst("patched compiled vs patched eager"),
+                     worst("patched compiled vs patched eager"), worst_element(r),
                      "-" if steady is None else f"{steady * 1000:.1f}",
                      "-" if speedup is None else f"{speedup:.2f}×",
                      "OK" if r["ok"] else "FAILED", _link(path, base)])
@@ -123,7 +124,8 @@ HEADERS = {
                "`fullgraph=True`", "recompile limit hit up → patched", "steady state", "MAE diff", "result",
                "report"],
     "traffic": ["model", "upstream", "parameters", "calls", "graphs up → patched", "patched units (graphs/budget)",
-                "limit hit up → patched", "steady", "eager match", "compiled drift", "patched steady p50 ms",
+                "limit hit up → patched", "steady", "eager match", "compiled drift", "worst element (repeats)",
+                "patched steady p50 ms",
                 "steady vs upstream eager", "result", "report"],
 }
 SECTIONS = {

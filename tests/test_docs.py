@@ -249,7 +249,8 @@ def test_report_markdown_writes_one_page(tmp_path: Path, capsys) -> None:
                "upstream": {"graphs": 37, "recompile_limit_hit": True, "steady_ok": True, "units": [unit]},
                "patched": {"graphs": 2, "recompile_limit_hit": False, "steady_ok": True, "units": [unit]},
                "fidelity": [{"what": "patched eager vs upstream eager (x)", "worst_rel": 0.0, "ok": True},
-                            {"what": "patched compiled vs patched eager (x)", "worst_rel": 2e-6, "ok": True}]}
+                            {"what": "patched compiled vs patched eager (x)", "worst_rel": 2e-6, "ok": True,
+                             "worst_elem": 3e-7, "elem_bound": 1e-5}], "repeats": 2}
     (rep / "toto.traffic.json").write_text(json.dumps(traffic))
     bench = {"model": "kronos", "upstream_version": "67b630e67f6a18c9", "torch_version": "2.13.0+cpu",
              "device": "cpu", "date": "2026-12-03", "batch": 8, "runs": 10, "size": "tiny", "parameters": 55662,
@@ -269,7 +270,8 @@ def test_report_markdown_writes_one_page(tmp_path: Path, capsys) -> None:
     assert "| chronos2 | `2.3.2` | 3 → 0 | 0 → 0 | 5 → 1 | ok |" in text
     assert "[chronos2.verify.json](../reports/chronos2.verify.json)" in text
     assert "torch 2.13.0+cpu | device cpu | size tiny | date 2026-12-02" in text
-    assert "| toto | `0.2.0` | 51,632 | 24 | 37 → 2 | model 2/2 | yes → no | ok | 0.0e+00 | 2.0e-06 | 12.3 | 2.50× | OK |" in text
+    assert ("| toto | `0.2.0` | 51,632 | 24 | 37 → 2 | model 2/2 | yes → no | ok | 0.0e+00 | 2.0e-06 | 3.0e-07 (2) | "
+            "12.3 | 2.50× | OK |") in text
     assert "kronos 67b630e67f6a | size tiny (55,662 parameters) | torch 2.13.0+cpu | device cpu" in text
     assert "| patched | default | float32 | 26.80 | 111.2 |" in text
     # a version other than the patch set's pin is marked

@@ -20,7 +20,7 @@ from patchkit.errors import BadInput, json_error
 HEADERS: dict[str, tuple[str, ...]] = {
     "verify": ("model", "upstream", "breaks up->patched", "recompiles up->patched", "fullgraph", "MAE diff", "result"),
     "traffic": ("model", "size", "calls", "graphs up->patched", "patched units (graphs/budget)", "limit hit",
-                "steady", "eager match", "compiled drift", "result"),
+                "steady", "eager match", "compiled drift", "worst element (repeats)", "result"),
     "aot": ("model", "package", "size", "calls", "refused", "errors", "worst rel", "result"),
     "upgrade": ("model", "pinned", "target", "verdict", "result"),
     "bench": ("model", "size", "device", "rows ok", "result"),
@@ -95,6 +95,18 @@ def _verify_row(r: dict) -> tuple:
             f"{mae.get('abs_diff', float('nan')):.2g}", _verdict(r["ok"]))
 
 
+def worst_element(r: dict) -> str:
+    """A traffic report's worst compiled element over the output's scale, across the first compiled pass and its
+    steady repeats (``-`` for a report from before the per-element check), with the repeat count and a FAIL
+    where it is past its bound."""
+    held = [c for c in r.get("fidelity", []) if c.get("elem_bound") is not None]
+    if not held:
+        return "-"
+    worst = max(held, key=lambda c: c["worst_elem"])
+    bad = worst["worst_elem"] > worst["elem_bound"]
+    return f"{worst['worst_elem']:.1e} ({r.get('repeats', 0)}){' FAIL' if bad else ''}"
+
+
 def _traffic_row(r: dict) -> tuple:
     up, pa = r["upstream"], r["patched"]
     checks = {c["what"].split(" (")[0]: c for c in r["fidelity"]}
@@ -107,7 +119,7 @@ def _traffic_row(r: dict) -> tuple:
     return (r["model"], r["size"], str(len(r["calls"])), f"{up['graphs']} -> {pa['graphs']}", units,
             f"{'YES' if up['recompile_limit_hit'] else 'no'} -> {'YES' if pa['recompile_limit_hit'] else 'no'}",
             "ok" if pa["steady_ok"] else "FAIL", worst("patched eager vs upstream eager"),
-            worst("patched compiled vs patched eager"), _verdict(r["ok"]))
+            worst("patched compiled vs patched eager"), worst_element(r), _verdict(r["ok"]))
 
 
 def _aot_row(r: dict) -> tuple:
