@@ -33,6 +33,7 @@ from typing import Any
 
 from .errors import EXIT_INTERNAL, BadInput, EnvironmentProblem, PatchkitError, subprocess_failure
 from .patchset import PatchSet
+from .provenance import ArtifactKind, Provenance
 from .workspace import Workspace, publish
 
 RECORD_FORMAT = 1
@@ -171,21 +172,13 @@ def read_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
+#: how a package's refusals read (patchkit.provenance)
+PACKAGE = ArtifactKind("exported", "with", "re-export it with `patchkit export {model}`", PackageMismatch)
+
+
 def check_record(record: dict[str, Any], path: str | Path, *, patch_hash: str | None, model: str | None = None) -> None:
     """Refuse a package built for another torch, patch set or model, or for a device this process lacks."""
-    import torch
-
-    if model and record.get("model") != model:
-        raise PackageMismatch(f"{path}: a package of {record.get('model')!r}, not {model!r}")
-    if record.get("torch") != torch.__version__:
-        raise PackageMismatch(f"{path}: exported with torch {record.get('torch')}, this process runs torch "
-                              f"{torch.__version__}; re-export it with `patchkit export {record.get('model')}`")
-    if patch_hash is not None and record.get("patch_hash") != patch_hash:
-        raise PackageMismatch(f"{path}: exported from patch set {record.get('patch_hash')}, the current patched "
-                              f"{record.get('model')} is {patch_hash}; re-export it with `patchkit export "
-                              f"{record.get('model')}`")
-    if str(record.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
-        raise EnvironmentProblem(f"{path}: a CUDA package, and torch sees no CUDA device here")
+    Provenance.of(record).check(path, PACKAGE, patch_hash=patch_hash, model=model)
 
 
 def _installed_patch_hash(model: str) -> str | None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from .errors import BadInput, json_error
 from .patchset import PatchSet
+from .provenance import ArtifactKind, Provenance
 from .workspace import Workspace, atomic_write_bytes, atomic_write_text
 
 RECORD_FORMAT = 1
@@ -36,6 +37,10 @@ RECORD_FORMAT = 1
 
 class CacheMismatch(BadInput):
     """The artifact was saved by another torch version or from another patch set."""
+
+
+#: how a cache artifact's refusals read (patchkit.provenance)
+CACHE_ARTIFACT = ArtifactKind("saved", "by", "re-run `patchkit cache warm {model}`", CacheMismatch)
 
 
 def inductor_cache_env(folder: str | Path) -> dict[str, str]:
@@ -117,8 +122,6 @@ def warm(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | None
 
 def entries(ws: Workspace | None = None) -> list[CacheEntry]:
     """Every saved artifact, newest first; ``current`` when a workspace's lock says which patch set is current."""
-    import torch
-
     from .distribute import patch_hash
 
     out = []
@@ -132,7 +135,7 @@ def entries(ws: Workspace | None = None) -> list[CacheEntry]:
         current = None
         lock = ws.read_lock(rec["model"]) if ws else None
         if lock and "patched" in lock:
-            current = rec["torch"] == torch.__version__ and rec["patch_hash"] == patch_hash(lock)
+            current = Provenance.of(rec).usable(patch_hash(lock))
         fields = {k: rec[k] for k in CacheEntry.__dataclass_fields__ if k in rec and k != "current"}
         out.append(CacheEntry(**fields, current=current))
     return sorted(out, key=lambda e: e.created, reverse=True)
@@ -165,12 +168,7 @@ def load(path: str | Path, *, patch_hash: str | None = None) -> dict[str, Any]:
         rec = json.loads(rec_path.read_text())
     except json.JSONDecodeError as err:
         raise BadInput(f"{rec_path}: unreadable record ({json_error(err)})") from None
-    if rec.get("torch") != torch.__version__:
-        raise CacheMismatch(f"{path}: saved by torch {rec.get('torch')}, this process runs torch {torch.__version__}; "
-                            f"re-run `patchkit cache warm {rec.get('model')}`")
-    if patch_hash is not None and rec.get("patch_hash") != patch_hash:
-        raise CacheMismatch(f"{path}: saved from patch set {rec.get('patch_hash')}, the current one is {patch_hash}; "
-                            f"re-run `patchkit cache warm {rec.get('model')}`")
+    Provenance.of(rec).check(path, CACHE_ARTIFACT, patch_hash=patch_hash)
     try:
         torch.compiler.load_cache_artifacts(path.read_bytes())
     except Exception as err:  # noqa: BLE001 - a damaged artifact, whatever torch raises about it
