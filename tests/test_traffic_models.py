@@ -148,9 +148,10 @@ def test_chronos2_traffic_holds_its_graph_budget(chronos_ws: Path):
 
 
 #: calls (batch, variates, patches of history, patches of horizon, samples): one-patch histories (mean and sampled
-#: paths, one variate and several) among longer ones, single series, one variate
+#: paths, one variate and several) among longer ones, single series, one variate, and last one sampled path of one
+#: series over three steps (one backbone row: eager code, so its draws are upstream's for the same seed)
 _TOTO_ONE_PATCH_CALLS = ((2, 3, 5, 2, 0), (2, 3, 1, 2, 0), (3, 1, 7, 3, 0), (2, 1, 1, 1, 0), (1, 1, 3, 2, 0),
-                         (4, 5, 2, 1, 0), (1, 2, 1, 2, 4), (2, 1, 1, 2, 3))
+                         (4, 5, 2, 1, 0), (1, 2, 1, 2, 4), (2, 1, 1, 2, 3), (1, 2, 3, 3, 1))
 
 _TOTO_ONE_PATCH_PROBE = """
 import json, sys, pathlib
@@ -196,12 +197,15 @@ def test_toto_one_patch_histories_cost_no_graph(toto_ws: Path, tmp_path: Path):
     """A one-patch history is a patch count of 1, which Dynamo specialises: without eager-when its prefill compiles
     graphs of its own (one per variates class), past two per phase.  With it, the one-patch prefill runs the backbone's
     eager code and its decode steps the compiled graph: 4 graphs (prefill and decode, one variate and several), and
-    every call, mean and same-seed sampled paths, equals the eager forecaster exactly (Dynamo's eager backend)."""
+    every call, mean and same-seed sampled paths, equals the eager forecaster exactly (Dynamo's eager backend).  A
+    sampled path of one series is one backbone row: it runs eager code too, so its draws are eager's (padded to two
+    rows, the second row's draws shifted the series' own from the second step on)."""
     patched = _toto_one_patch_probe(api.workspace(toto_ws).patched("toto"))
     assert [r["graphs"] for r in patched][-1] == 4, patched
     assert all(r["max_abs"] == 0.0 for r in patched), patched
-    # one routed prefill per one-patch call (calls 1, 3, 6 and 7; one sampling batch each), counted for verify
-    assert [r["eager_when"] for r in patched] == [0, 1, 1, 2, 2, 2, 3, 4], patched
+    # one routed prefill per one-patch call (calls 1, 3, 6 and 7; one sampling batch each), counted for verify, and
+    # every step (prefill and two decode steps) of the single-row sampled call 8
+    assert [r["eager_when"] for r in patched] == [0, 1, 1, 2, 2, 2, 3, 4, 7], patched
 
     ps = patches.get("toto")
     bare = dataclasses.replace(ps, steps=tuple(s for s in ps.steps if s.codemod != "eager-when"))
