@@ -326,3 +326,55 @@ def status(models: tuple[str, ...] = (), *, root: str | Path | None = None):
 
     ws = workspace(root)
     return [_status(ws, patches.get(m)) for m in (models or patches.names())]
+
+
+def upgrade_check(model: str, targets: tuple[str, ...] = (), *, root: str | Path | None = None,
+                  matrix: bool = False, archive: str | None = None, verify: bool = True,
+                  upstream_tests: bool | None = None, backend: str | None = None, isolated: bool = False,
+                  progress=lambda msg: None, on_report=lambda report: None):
+    """``patchkit upgrade-check``: each target (``targets``, or with ``matrix`` and none given, every known version)
+    checked in a scratch folder; ``vendor/`` is untouched.  Returns ``(pinned version, reports)``; ``on_report``
+    sees each report as it is made."""
+    from .upgrade import upgrade_check as _upgrade_check
+    from .vendoring import check_version
+
+    ps = patches.get(model)
+    if not targets and not matrix:
+        raise BadInput("give --to VERSION, or --matrix")
+    for v in targets:
+        check_version(ps, v, "--to")
+    lock = workspace(root).read_lock(model)
+    pinned = lock["version"] if lock else ps.pin
+    run_tests = upstream_tests if upstream_tests is not None else not matrix
+    reports = []
+    for v in (list(targets) if targets else list(ps.known_versions)):
+        r = _upgrade_check(ps, v, pinned=pinned, archive=archive, verify=verify, upstream_tests=run_tests,
+                           backend=backend or ("eager" if matrix else "inductor"), isolated=isolated,
+                           progress=progress)
+        reports.append(r)
+        on_report(r)
+    return pinned, reports
+
+
+def report_summary(paths: list[Path]) -> tuple[str, bool]:
+    """``patchkit report``: one table per report kind, and whether any report failed or is missing."""
+    from .verify.summary import load, summarise
+
+    return summarise([load(Path(p)) for p in paths])
+
+
+def report_markdown(paths: list[Path], md_path: str | Path) -> bool:
+    """``patchkit report --markdown``: verify, traffic and bench reports rendered into one page, written to
+    ``md_path`` once every report has been read.  Returns whether any report failed."""
+    from . import results
+
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise BadInput(f"no such report: {', '.join(missing)}")
+    try:
+        text = results.render_markdown([Path(p) for p in paths], Path(md_path))
+    except (ValueError, KeyError) as err:
+        raise BadInput(f"not a report patchkit wrote: {err}") from err
+    Path(md_path).write_text(text)
+    return results.failed([Path(p) for p in paths])
+

@@ -326,29 +326,20 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
       patchkit upgrade-check toto --matrix --json toto-matrix.json
       patchkit upgrade-check kronos --from ~/src/Kronos --to main
     """
-    from . import patches, upgrade
+    from . import upgrade
 
-    ps = patches.get(model)
     if not targets and not matrix:
         raise click.UsageError("give --to VERSION, or --matrix")
-    versions = list(targets) if targets else list(ps.known_versions)
-    from .vendoring import check_version
 
-    for v in targets:
-        check_version(ps, v, "--to")
-    lock = api.workspace(opts.root).read_lock(model)
-    pinned = lock["version"] if lock else ps.pin
-    run_tests = upstream_tests if upstream_tests is not None else not matrix
-    reports = []
-    for v in versions:
-        r = upgrade.upgrade_check(ps, v, pinned=pinned, archive=from_, verify=do_verify,
-                                  upstream_tests=run_tests, backend=backend or ("eager" if matrix else "inductor"),
-                                  isolated=isolated, progress=opts.notes())
-        reports.append(r)
+    def shown(r) -> None:
         if not matrix:
             click.echo(upgrade.render_markdown(r))
         else:
             click.echo(f"{model} {r.target}: {r.verdict}", err=True)
+
+    pinned, reports = api.upgrade_check(model, targets, root=opts.root, matrix=matrix, archive=from_,
+                                        verify=do_verify, upstream_tests=upstream_tests, backend=backend,
+                                        isolated=isolated, progress=opts.notes(), on_report=shown)
     if matrix:
         torch_version = next((r.torch_version for r in reports if r.torch_version), "")
         click.echo(f"{model} upgrade matrix (torch {torch_version}, device cpu, pinned {pinned})")
@@ -460,30 +451,14 @@ def report(reports: tuple[str, ...], suffix: str, md_path: Path | None) -> None:
       patchkit report reports/chronos2 reports/toto --suffix .traffic.json
       patchkit report docs/reports/*.json --markdown docs/results.md
     """
+    paths = [Path(name + suffix) for name in reports]
     if md_path:
-        _report_markdown([Path(name + suffix) for name in reports], md_path)
-        return
-    from .verify.summary import load, summarise
-
-    text, failed = summarise([load(Path(name + suffix)) for name in reports])
-    click.echo(text)
+        failed = api.report_markdown(paths, md_path)
+        click.echo(f"results written to {md_path} ({len(paths)} report(s))")
+    else:
+        text, failed = api.report_summary(paths)
+        click.echo(text)
     if failed:
-        sys.exit(errors.EXIT_VERIFY_FAILED)
-
-
-def _report_markdown(paths: list[Path], md_path: Path) -> None:
-    from . import results
-
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise errors.BadInput(f"no such report: {', '.join(missing)}")
-    try:
-        text = results.render_markdown(paths, md_path)
-    except (ValueError, KeyError) as err:
-        raise errors.BadInput(f"not a report patchkit wrote: {err}") from err
-    md_path.write_text(text)
-    click.echo(f"results written to {md_path} ({len(paths)} report(s))")
-    if results.failed(paths):
         sys.exit(errors.EXIT_VERIFY_FAILED)
 
 
