@@ -26,9 +26,13 @@ for seed in $seeds; do
 import json, sys
 r = json.load(open(sys.argv[1]))
 units = ", ".join(f"{u['name']} {u['graphs']}/{u['budget']}" for u in r["patched"]["units"])
-elem = max((c["worst_elem"] for c in r["fidelity"] if c.get("elem_bound") is not None), default=float("nan"))
+held = [c["worst_elem"] for c in r["fidelity"] if c.get("elem_bound") is not None]
+sampled = max((c["worst_rel"] for c in r["fidelity"] if c["what"].startswith("patched compiled")
+               and "sampled" in c["what"]), default=None)
+drift = (f"worst element {max(held):.2e}" if held else "no deterministic output") + (
+    "" if sampled is None else f", sampled-path quantiles {sampled:.2e}")
 print(f"{r['model']} {r['size']} seed {r['seed']}: {len(r['calls'])} calls, graphs {units}, "
-      f"{r['repeats']} repeats beside {r['load_procs']} busy, worst element {elem:.2e}, "
+      f"{r['repeats']} repeats beside {r['load_procs']} busy, {drift}, "
       f"{'OK' if r['ok'] else 'FAILED'} ({sys.argv[2]} s)")
 PY
 )")
