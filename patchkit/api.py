@@ -368,13 +368,14 @@ def report_markdown(paths: list[Path], md_path: str | Path) -> bool:
     ``md_path`` once every report has been read.  Returns whether any report failed."""
     from . import results
 
-    missing = [str(p) for p in paths if not Path(p).is_file()]
+    paths, md_path = [Path(p) for p in paths], Path(md_path)
+    missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise BadInput(f"no such report: {', '.join(missing)}")
     try:
-        text = results.render_markdown([Path(p) for p in paths], Path(md_path))
+        text = results.render_markdown(paths, md_path)
     except (ValueError, KeyError) as err:
         raise BadInput(f"not a report patchkit wrote: {err}") from err
-    Path(md_path).write_text(text)
-    return results.failed([Path(p) for p in paths])
+    md_path.write_text(text)
+    return results.failed(paths)
 
