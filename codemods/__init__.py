@@ -6,7 +6,15 @@ public interface (patch sets and reports use them) and are never reused.
 
 from __future__ import annotations
 
-from .base import CodemodOptionError, CodemodResult, PatchkitCodemod, Site, run_codemod
+from .base import (
+    HELPERS_MODULE,
+    CodemodOptionError,
+    CodemodResult,
+    PatchkitCodemod,
+    Site,
+    helpers_source,
+    run_codemod,
+)
 from .branch_free_pad import BranchFreePad
 from .chunked_reduction import ChunkedReduction
 from .clone_step_output import CloneStepOutput
@@ -53,10 +61,12 @@ REGISTRY: dict[str, type[PatchkitCodemod]] = {cls.NAME: cls for cls in ALL}
 
 __all__ = [
     "ALL",
+    "HELPERS_MODULE",
     "REGISTRY",
     "CodemodOptionError",
     "CodemodResult",
     "PatchkitCodemod",
     "Site",
+    "helpers_source",
     "run_codemod",
 ]

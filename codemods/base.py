@@ -15,12 +15,13 @@ the patch set in ``patches/``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import libcst as cst
 import libcst.matchers as m
 from libcst.codemod import CodemodContext, VisitorBasedCodemodCommand
-from libcst.helpers import parse_template_expression
+from libcst.helpers import parse_template_expression, parse_template_statement
 from libcst.metadata import PositionProvider
 
 
@@ -94,52 +95,126 @@ def compiled_else_eager(compiled: cst.BaseExpression, eager: cst.BaseExpression)
     )
 
 
-#: ``_patchkit_is_compiled(step)``: does ``step`` run under torch.compile?  Shared by the codemods that
-#: change a call only when its callee is compiled, so that eager keeps upstream's call as it is.
+# -- runtime helpers -----------------------------------------------------------------------------------------
+# The functions patched code calls live in one real module, ``runtime_helpers.py`` beside this file.  apply copies
+# it into the patched tree once per top-level package as ``<package>/HELPERS_MODULE.py``, and a codemod that
+# routes or marks a call imports the helper it uses from there (``import_helper``).  The names below are the ones
+# codemods write and match, and that patch sets call; ``runtime_helpers`` defines each of them.
+
+#: the module name of the runtime helpers inside a patched tree
+HELPERS_MODULE = "_patchkit_helpers"
+#: ``context.scratch`` key of the rewritten module's package (``run_codemod(package=...)``).  Not the context's
+#: ``full_package_name``: given that, LibCST's import adder turns a relative import into an absolute one, and the
+#: relative import keeps working under another top-level name (a wheel that renames the package).
+PACKAGE_KEY = "patchkit.package"
+#: ``_patchkit_is_compiled(step)``: does ``step`` run under torch.compile?
 IS_COMPILED_HELPER = "_patchkit_is_compiled"
-IS_COMPILED_SRC = f'''
-
-def {IS_COMPILED_HELPER}(step):
-    """patchkit: does ``step`` run under torch.compile (``torch.compile(module)``, ``module.compile()`` or a
-    compiled function), called from outside a compiled region?  False when torch._dynamo was never loaded."""
-    if "torch._dynamo" not in sys.modules or torch.compiler.is_compiling():
-        return False
-    return (
-        isinstance(step, torch._dynamo.eval_frame.OptimizedModule)
-        or getattr(step, "_compiled_call_impl", None) is not None
-        or hasattr(step, "_torchdynamo_orig_callable")
-    )
-'''
-
-
 #: ``_patchkit_pad_single_row(step, ...)``: a step callee routed through pad-single-row's helper.
 PAD_SINGLE_ROW_HELPER = "_patchkit_pad_single_row"
 #: ``_patchkit_eager_when(step, lambda: ...)``: a step callee routed through eager-when's helper.
 EAGER_WHEN_HELPER = "_patchkit_eager_when"
-#: a step callee routed through either helper: ``ROUTER(f, ...)``
+#: ``_patchkit_mark_dynamic(tensor, dims)``: dynamic-step-inputs' mark on a step input.
+MARK_DYNAMIC_HELPER = "_patchkit_mark_dynamic"
+#: ``_patchkit_dynamic_int(step, value)``: dynamic-step-inputs' int argument.
+DYNAMIC_INT_HELPER = "_patchkit_dynamic_int"
+#: ``_patchkit_contiguous(tensor)``: contiguous-step-inputs' canonical strides.
+CONTIGUOUS_HELPER = "_patchkit_contiguous"
+#: ``_patchkit_chunked_reduce(reduction, x, dim[, keepdim])``: chunked-reduction's compiled reduction.
+CHUNKED_REDUCE_HELPER = "_patchkit_chunked_reduce"
+#: ``_patchkit_offset_causal_mask(mask, offset, query, key)``: offset-causal-mask's mask.
+OFFSET_CAUSAL_MASK_HELPER = "_patchkit_offset_causal_mask"
+#: every helper name a codemod may import
+HELPER_NAMES = (IS_COMPILED_HELPER, PAD_SINGLE_ROW_HELPER, EAGER_WHEN_HELPER, MARK_DYNAMIC_HELPER, DYNAMIC_INT_HELPER,
+                CONTIGUOUS_HELPER, CHUNKED_REDUCE_HELPER, OFFSET_CAUSAL_MASK_HELPER)
+#: a step callee routed through either router: ``ROUTER(f, ...)``
 ROUTED = m.Call(func=m.OneOf(m.Name(PAD_SINGLE_ROW_HELPER), m.Name(EAGER_WHEN_HELPER)))
 
 
-def helper_names(module: cst.Module) -> set[str]:
-    """Names of the module's top-level function definitions."""
-    return {s.name.value for s in module.body if isinstance(s, cst.FunctionDef)}
+def helpers_source() -> bytes:
+    """The runtime helpers module, as apply copies it into a patched tree."""
+    return (Path(__file__).with_name("runtime_helpers.py")).read_bytes()
 
 
-def append_helpers(module: cst.Module, *sources: str) -> cst.Module:
-    """``module`` with each helper function (``def`` source text) appended after two blank lines, unless the
-    module already defines a top-level function of that name: applying twice adds nothing."""
-    have = helper_names(module)
+def helpers_level(package: str | None) -> int:
+    """Dots of the relative import of ``HELPERS_MODULE`` from a module of ``package`` (``"toto.inference"``: 2,
+    up to ``toto``); 0, an absolute import, for a top-level module or when the package is not known."""
+    return len(package.split(".")) if package else 0
+
+
+def _is_helpers_import(stmt: cst.CSTNode, level: int) -> bool:
+    return m.matches(stmt, m.SimpleStatementLine(body=[m.ImportFrom(module=m.Name(HELPERS_MODULE))])) and len(
+        stmt.body[0].relative) == level  # type: ignore[attr-defined]
+
+
+def _is_import_line(stmt: cst.CSTNode) -> bool:
+    return isinstance(stmt, cst.SimpleStatementLine) and all(isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body)
+
+
+def add_helper_imports(module: cst.Module, names: dict[str, str | None], level: int) -> cst.Module:
+    """``module`` with ``from <level dots>_patchkit_helpers import <names>`` (name -> local name or None): merged
+    into the module's import of the helpers when it has one, else a new statement after the last import before
+    the first definition (or after the docstring).  Names already imported are not imported again."""
     body = list(module.body)
-    for src in sources:
-        text = src.strip("\n").replace("\n", module.default_newline) + module.default_newline
-        stmts = list(cst.parse_module(text).body)
-        name = stmts[0].name.value  # type: ignore[attr-defined]
-        if name in have:
-            continue
-        have.add(name)
-        stmts[0] = stmts[0].with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])
-        body.extend(stmts)
+    alias = lambda name, asname: cst.ImportAlias(  # noqa: E731
+        name=cst.Name(name), asname=cst.AsName(name=cst.Name(asname)) if asname else None)
+    at = next((i for i, stmt in enumerate(body) if _is_helpers_import(stmt, level)), None)
+    if at is not None:
+        line = body[at]
+        have = {(code(a.name), a.asname.name.value if a.asname else None): a  # type: ignore[union-attr]
+                for a in line.body[0].names}  # type: ignore[attr-defined]
+        merged = {**have, **{(n, a): have.get((n, a)) or alias(n, a) for n, a in names.items()}}
+        if len(merged) == len(have):
+            return module
+        ordered = [a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for _, a in sorted(merged.items(), key=lambda kv: kv[0][0])]
+        body[at] = line.with_changes(body=[line.body[0].with_changes(names=ordered, lpar=None, rpar=None)])
+        return module.with_changes(body=body)
+    stmt = cst.SimpleStatementLine(body=[cst.ImportFrom(
+        module=cst.Name(HELPERS_MODULE), relative=[cst.Dot() for _ in range(level)],
+        names=[alias(n, names[n]) for n in sorted(names)])])
+    first_def = next((i for i, s in enumerate(body) if isinstance(s, (cst.FunctionDef, cst.ClassDef))), len(body))
+    imports = [i for i in range(first_def) if _is_import_line(body[i])]
+    if imports:
+        at = imports[-1] + 1
+    else:  # after the docstring, if any
+        at = 1 if body and m.matches(body[0], m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString())])) else 0
+    body.insert(at, stmt)
+    after = body[at + 1] if at + 1 < len(body) else None
+    if isinstance(after, (cst.FunctionDef, cst.ClassDef)) and not after.leading_lines:
+        body[at + 1] = after.with_changes(leading_lines=[cst.EmptyLine(indent=False)] * 2)
     return module.with_changes(body=body)
+
+
+# -- step outputs handed to the next step ---------------------------------------------------------------------
+def target_names(target: cst.BaseExpression) -> list[str]:
+    """The plain names an assignment target binds: ``a`` and ``b`` for ``a, (b, c.d) = ...``."""
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        out: list[str] = []
+        for el in target.elements:
+            out.extend(target_names(el.value))
+        return out
+    return []
+
+
+def clone_line(name: str) -> cst.SimpleStatementLine:
+    """``<name> = <name>.clone()``."""
+    return parse_template_statement("{name} = {name}.clone()", name=cst.Name(name))
+
+
+def is_clone_of(stmt: cst.CSTNode, name: str) -> bool:
+    """``name = name.clone()``."""
+    return m.matches(
+        stmt,
+        m.SimpleStatementLine(
+            body=[
+                m.Assign(
+                    targets=[m.AssignTarget(target=m.Name(name))],
+                    value=m.Call(func=m.Attribute(value=m.Name(name), attr=m.Name("clone")), args=[]),
+                )
+            ]
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -181,6 +256,8 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
         self.matches: list[Site] = []
         self.already: list[Site] = []
         self._top_imports: set[str] = set()
+        #: runtime helpers the rewrite calls: name -> local name (None: the same)
+        self._helper_imports: dict[str, str | None] = {}
         #: names of the enclosing function definitions, innermost last
         self.function_stack: list[str] = []
         #: > 0 inside ``(A if torch.compiler.is_compiling() else B)``: a site already split into compiled and eager
@@ -221,6 +298,19 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
             from libcst.codemod.visitors import AddImportsVisitor
 
             AddImportsVisitor.add_needed_import(self.context, module)
+
+    def import_helper(self, name: str, asname: str | None = None) -> None:
+        """Make sure the rewritten module has ``from <dots>_patchkit_helpers import <name> [as <asname>]``: relative
+        to the module's top-level package when ``run_codemod`` was told the module's package (apply tells it),
+        else absolute.  One import statement holds every helper a module uses, whichever codemods added them."""
+        self._helper_imports[name] = asname
+
+    def transform_module(self, tree: cst.Module) -> cst.Module:
+        tree = super().transform_module(tree)
+        if not self._helper_imports:
+            return tree
+        package = self.context.scratch.get(PACKAGE_KEY, self.context.full_package_name)
+        return add_helper_imports(tree, self._helper_imports, helpers_level(package))
 
     def visit_Module(self, node: cst.Module) -> None:
         self._top_imports = {
@@ -378,24 +468,16 @@ class StepCallCodemod(PatchkitCodemod):
         routed through a helper (``pad-single-row``, ``eager-when``; nested too), so codemods compose in any order."""
         return cls.unrouted(node)[1]
 
-    def append_step_helpers(self, module: cst.Module, *helpers: str) -> cst.Module:
-        """``module`` with ``helpers`` (source texts, ``is_compiled`` among them as needed) appended once, and the
-        ``torch`` and ``sys`` imports they use."""
-        self.require_import("torch")
-        self.require_import("sys")
-        return append_helpers(module, *helpers)
-
 
 class RoutingCodemod(StepCallCodemod):
     """Base for codemods that route step calls through a runtime helper: ``<callee>(...)`` becomes
-    ``HELPER(<callee>, <router_args>)(...)`` and the module gets ``HELPER_SRC`` (with ``is_compiled``) once.
+    ``HELPER(<callee>, <router_args>)(...)`` and the module imports ``HELPER`` from the runtime helpers.
 
     Option ``gate`` (source text such as ``"self.model"``, the module whose compilation counts) is normalised
     here; subclasses give ``router_args()`` and the words of their reports (``already_text``, ``describe``).
     """
 
     HELPER: ClassVar[str] = ""
-    HELPER_SRC: ClassVar[str] = ""
 
     def __init__(self, context: CodemodContext, **options: Any) -> None:
         super().__init__(context, **options)
@@ -431,7 +513,8 @@ class RoutingCodemod(StepCallCodemod):
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
         if not self._wrapped:
             return updated_node
-        return self.append_step_helpers(updated_node, self.HELPER_SRC, IS_COMPILED_SRC)
+        self.import_helper(self.HELPER)
+        return updated_node
 
 
 @dataclass(frozen=True)
@@ -453,8 +536,12 @@ def run_codemod(
     *,
     filename: str = "<string>",
     options: dict[str, Any] | None = None,
+    package: str | None = None,
 ) -> CodemodResult:
     """Parse ``source``, apply ``cls`` and return the new code with its match report.
+
+    ``package`` is the dotted package the source's module belongs to (``"toto.inference"``), so runtime helpers
+    are imported relative to its top-level package; without it they are imported absolutely.
 
     Raises ``libcst.ParserSyntaxError`` when the source does not parse and
     ``CodemodOptionError`` on unknown options.  Line endings, comments and
@@ -462,6 +549,8 @@ def run_codemod(
     """
     module = cst.parse_module(source)
     context = CodemodContext(filename=filename)
+    if package is not None:
+        context.scratch[PACKAGE_KEY] = package
     command = cls(context, **(options or {}))
     new_module = command.transform_module(module)
     code = new_module.code

@@ -8,38 +8,11 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.helpers import parse_template_expression
 
-from .base import CodemodOptionError, ScopedCodemod, append_helpers, code, compiled_else_eager, strip_parens
+from .base import CHUNKED_REDUCE_HELPER, CodemodOptionError, ScopedCodemod, code, compiled_else_eager, strip_parens
 
-HELPER = "_patchkit_chunked_reduce"
-CHUNK = 256
+HELPER = CHUNKED_REDUCE_HELPER
 REDUCTIONS = ("sum", "nansum", "mean", "nanmean")
 
-_HELPER_SRC = f'''
-
-def {HELPER}(reduction, x, dim, keepdim=False):
-    """patchkit chunked-reduction, compiled code only: ``torch.<reduction>(x, dim=dim, keepdim=keepdim)`` for one
-    int ``dim``, as a sum over chunks of {CHUNK} and then over the chunk sums.  Inductor's CPU code switches to a
-    cascade sum for a float reduction over more than 4096 elements and guards on the size, so a dynamic length
-    compiled one graph up to 4096 and another past it; here no reduction has a dynamic size but the chunk count.
-    One chunk of padding more than needed keeps that count above 1, which Dynamo would specialise."""
-    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16) or not isinstance(dim, int) or x.dim() == 0:
-        return getattr(torch, reduction)(x, dim=dim, keepdim=keepdim)
-    dim = dim % x.dim()
-    moved = x.movedim(dim, -1)
-    length = moved.shape[-1]
-    skip_nan = reduction in ("nansum", "nanmean")
-    padded = torch.nn.functional.pad(moved, (0, {CHUNK} + (-length) % {CHUNK}), value=float("nan") if skip_nan else 0.0)
-    chunks = padded.unflatten(-1, (-1, {CHUNK}))
-    partial = chunks.nansum(-1, dtype=torch.float32) if skip_nan else chunks.sum(-1, dtype=torch.float32)
-    total = partial.sum(-1)
-    if reduction == "nanmean":
-        total = total / (~torch.isnan(moved)).sum(-1)
-    elif reduction == "mean":
-        total = total / length
-    if keepdim:
-        total = total.unsqueeze(dim)
-    return total.to(x.dtype)
-'''
 
 _HELPER_CALL = m.Call(func=m.Name(HELPER))
 
@@ -138,7 +111,7 @@ class ChunkedReduction(ScopedCodemod):
         )
         self._rewrote = True
         self.require_import("torch")
-        self.record(original_node, f"`{code(original_node)}` kept for eager; compiled code sums chunks of {CHUNK}")
+        self.record(original_node, f"`{code(original_node)}` kept for eager; compiled code sums fixed-size chunks")
         return compiled_else_eager(chunked, updated_node.with_changes(lpar=[], rpar=[])).with_changes(
             lpar=[cst.LeftParen(), *original_node.lpar], rpar=[*original_node.rpar, cst.RightParen()]
         )
@@ -146,4 +119,5 @@ class ChunkedReduction(ScopedCodemod):
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
         if not self._rewrote:
             return updated_node
-        return append_helpers(updated_node, _HELPER_SRC)
+        self.import_helper(HELPER)
+        return updated_node

@@ -7,8 +7,7 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import StepCallCodemod
-from .cudagraph_step import _clone_line, _is_clone_of, _target_names
+from .base import StepCallCodemod, clone_line, is_clone_of, target_names
 
 
 class CloneStepOutput(StepCallCodemod):
@@ -53,7 +52,7 @@ class CloneStepOutput(StepCallCodemod):
             return []
         if not any(self.step_call(call) for call in m.findall(small.value, m.Call())):
             return []
-        return [n for t in targets for n in _target_names(t) if n in self.options["clone"]]
+        return [n for t in targets for n in target_names(t) if n in self.options["clone"]]
 
     def leave_IndentedBlock(self, original_node: cst.IndentedBlock,
                             updated_node: cst.IndentedBlock) -> cst.IndentedBlock:
@@ -67,10 +66,10 @@ class CloneStepOutput(StepCallCodemod):
             out.append(stmt)
             for name in self._bound(originals[i]):
                 following = body[i + 1] if i + 1 < len(body) else None
-                if following is not None and _is_clone_of(following, name):
+                if following is not None and is_clone_of(following, name):
                     self.record_already(originals[i], f"`{name}` already cloned after the compiled call")
                     continue
-                out.append(_clone_line(name))
+                out.append(clone_line(name))
                 self.record(originals[i], f"clone `{name}` after the compiled call")
                 changed = True
         return updated_node.with_changes(body=out) if changed else updated_node

@@ -7,28 +7,13 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import CodemodOptionError, StepCallCodemod, append_helpers, code
-from .dynamic_step_inputs import HELPER as MARK_HELPER
+from .base import CONTIGUOUS_HELPER, MARK_DYNAMIC_HELPER, CodemodOptionError, StepCallCodemod, code
 
-HELPER = "_patchkit_contiguous"
+HELPER = CONTIGUOUS_HELPER
 
-_HELPER_SRC = f'''
-
-def {HELPER}(tensor):
-    """patchkit contiguous-step-inputs: ``tensor`` with canonical contiguous strides: itself when it has them,
-    else a copy.  Unlike ``.contiguous()`` this also copies a tensor whose size-1 dims carry other strides
-    (a one-row slice of a wider buffer), which Dynamo guards on all the same."""
-    expected, step = [], 1
-    for size in reversed(tensor.shape):
-        expected.append(step)
-        step *= size
-    if tensor.stride() == tuple(reversed(expected)):
-        return tensor
-    return tensor.clone(memory_format=torch.contiguous_format)
-'''
 
 _WRAPPED = m.Call(func=m.Name(HELPER))
-_MARKED = m.Call(func=m.Name(MARK_HELPER))
+_MARKED = m.Call(func=m.Name(MARK_DYNAMIC_HELPER))
 
 
 class ContiguousStepInputs(StepCallCodemod):
@@ -48,7 +33,7 @@ class ContiguousStepInputs(StepCallCodemod):
     Rewrites ``<obj>.<call>(a, b, ...)`` (or ``<call>(...)``) inside the function
     named ``function``, for each call name in ``calls``: each 0-based positional
     index in ``args`` and each keyword argument named in ``keywords`` becomes
-    ``_patchkit_contiguous(a)``, a helper appended to the module once that
+    ``_patchkit_contiguous(a)``, a helper imported from patchkit's runtime helpers that
     returns the tensor itself when its strides are canonical and a contiguous
     copy otherwise (same values; the step functions this is used on do not
     write to their inputs).  Inputs handed over through a keyword dict
@@ -115,5 +100,5 @@ class ContiguousStepInputs(StepCallCodemod):
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
         if not self._wrapped:
             return updated_node
-        self.require_import("torch")
-        return append_helpers(updated_node, _HELPER_SRC)
+        self.import_helper(HELPER)
+        return updated_node

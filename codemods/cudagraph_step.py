@@ -6,10 +6,9 @@ from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
-from libcst.helpers import parse_template_statement
 from libcst.codemod.visitors import AddImportsVisitor
 
-from .base import PatchkitCodemod
+from .base import PatchkitCodemod, clone_line, is_clone_of, target_names
 
 _MARK_STEP = "torch.compiler.cudagraph_mark_step_begin()"
 _MARK_STEP_CALL = m.Call(
@@ -29,37 +28,6 @@ def _calls_step(node: cst.CSTNode, step_calls: tuple[str, ...]) -> bool:
     """Whether ``node`` contains ``<anything>.<step_call>(...)`` or ``<step_call>(...)``."""
     names = m.OneOf(*(m.Name(n) for n in step_calls))
     return bool(m.findall(node, m.Call(func=m.OneOf(m.Attribute(attr=names), names))))
-
-
-def _target_names(target: cst.BaseExpression) -> list[str]:
-    if isinstance(target, cst.Name):
-        return [target.value]
-    if isinstance(target, (cst.Tuple, cst.List)):
-        out: list[str] = []
-        for el in target.elements:
-            out.extend(_target_names(el.value))
-        return out
-    return []
-
-
-def _clone_line(name: str) -> cst.SimpleStatementLine:
-    """``<name> = <name>.clone()``."""
-    return parse_template_statement("{name} = {name}.clone()", name=cst.Name(name))
-
-
-def _is_clone_of(stmt: cst.CSTNode, name: str) -> bool:
-    """``name = name.clone()``."""
-    return m.matches(
-        stmt,
-        m.SimpleStatementLine(
-            body=[
-                m.Assign(
-                    targets=[m.AssignTarget(target=m.Name(name))],
-                    value=m.Call(func=m.Attribute(value=m.Name(name), attr=m.Name("clone")), args=[]),
-                )
-            ]
-        ),
-    )
 
 
 class CudagraphStep(PatchkitCodemod):
@@ -148,10 +116,10 @@ class CudagraphStep(PatchkitCodemod):
             out.append(stmt)
             for name in self._cloned_names(stmt):
                 following = body[i + 1] if i + 1 < len(body) else None
-                if following is not None and _is_clone_of(following, name):
+                if following is not None and is_clone_of(following, name):
                     self.record_already(originals[i], f"`{name}` already cloned after its step call")
                     continue
-                out.append(_clone_line(name))
+                out.append(clone_line(name))
                 self.record(originals[i], f"clone `{name}` after its step call")
                 changed = True
         if not changed:
@@ -168,5 +136,5 @@ class CudagraphStep(PatchkitCodemod):
             return []
         names: list[str] = []
         for target in assign.targets:
-            names.extend(n for n in _target_names(target.target) if n in wanted)
+            names.extend(n for n in target_names(target.target) if n in wanted)
         return names

@@ -7,34 +7,12 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import IS_COMPILED_HELPER, IS_COMPILED_SRC, CodemodOptionError, StepCallCodemod, code
+from .base import DYNAMIC_INT_HELPER, MARK_DYNAMIC_HELPER, CodemodOptionError, StepCallCodemod, code
 
-HELPER = "_patchkit_mark_dynamic"
-
-_HELPER_SRC = f'''
-
-def {HELPER}(tensor, dims):
-    """patchkit dynamic-step-inputs: compile this input's dims dynamic from the first call; eager: no effect
-    (torch._dynamo is not imported for it: until something is compiled, it is not loaded)."""
-    if not torch.compiler.is_compiling() and "torch._dynamo" in sys.modules:
-        torch._dynamo.maybe_mark_dynamic(tensor, dims)
-    return tensor
-'''
+HELPER = MARK_DYNAMIC_HELPER
 
 
-INT_HELPER = "_patchkit_dynamic_int"
-
-_INT_HELPER_SRC = f'''
-
-def {INT_HELPER}(step, value):
-    """patchkit dynamic-step-inputs: an int argument of a compiled ``step`` as ``DynamicInt``, so the first graph
-    is already dynamic in it; ``value`` itself when ``step`` is not compiled (eager calls get upstream's int)."""
-    if {IS_COMPILED_HELPER}(step) and type(value) is int:
-        from torch.fx.experimental.sym_node import DynamicInt
-
-        return DynamicInt(value)
-    return value
-'''
+INT_HELPER = DYNAMIC_INT_HELPER
 
 
 class DynamicStepInputs(StepCallCodemod):
@@ -52,7 +30,7 @@ class DynamicStepInputs(StepCallCodemod):
 
     Inside the function named ``function``, each positional argument ``a`` of a
     call to one of ``calls`` becomes ``_patchkit_mark_dynamic(a, dims)``, a
-    helper appended to the module once; so does each keyword argument named in
+    helper imported from patchkit's runtime helpers; so does each keyword argument named in
     ``keywords`` (``{name: dims}``), and each assignment inside ``function``
     whose target's source is named in ``assigned`` (``{'kwargs["x"]': dims}``,
     for inputs handed over as ``call(**kwargs)``).  The helper tags the tensor with
@@ -85,11 +63,6 @@ class DynamicStepInputs(StepCallCodemod):
         o["assigned"] = {k: self.dims(v, f"assigned[{k!r}]") for k, v in o["assigned"].items()}
         self.identifiers("ints", required=False)
         o["gate"] = self.expression("gate")
-        self._helpers: list[str] = []
-
-    def _need(self, src: str) -> None:
-        if src not in self._helpers:
-            self._helpers.append(src)
 
     def leave_Assign(self, original_node: cst.Assign, updated_node: cst.Assign) -> cst.Assign:
         target = self.assigned_target(updated_node)
@@ -104,8 +77,8 @@ class DynamicStepInputs(StepCallCodemod):
         return updated_node.with_changes(value=self._mark(updated_node.value, dims))
 
     def _mark(self, value: cst.BaseExpression, dims: tuple[int, ...]) -> cst.Call:
-        """``_patchkit_mark_dynamic(value, [dims])``, with the helper queued for the module."""
-        self._need(_HELPER_SRC)
+        """``_patchkit_mark_dynamic(value, [dims])``, with the helper imported."""
+        self.import_helper(HELPER)
         return cst.Call(func=cst.Name(HELPER), args=[cst.Arg(value), cst.Arg(cst.parse_expression(repr(list(dims))))])
 
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
@@ -125,8 +98,7 @@ class DynamicStepInputs(StepCallCodemod):
                     continue
                 wrapped = cst.Call(func=cst.Name(INT_HELPER), args=[cst.Arg(o["gate"] or self.callee(updated_node)), cst.Arg(arg.value)])
                 args[i] = arg.with_changes(value=wrapped)
-                self._need(_INT_HELPER_SRC)
-                self._need(IS_COMPILED_SRC)
+                self.import_helper(INT_HELPER)
                 self.record(original_node, f"{call_name} {where} `{src}` a dynamic int when compiled")
                 continue
             if arg.keyword is None:
@@ -141,9 +113,3 @@ class DynamicStepInputs(StepCallCodemod):
             args[i] = arg.with_changes(value=self._mark(arg.value, dims))
             self.record(original_node, f"{call_name} {where} `{src}` marked dynamic in dims {list(dims)}")
         return updated_node.with_changes(args=args)
-
-    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
-        if not self._helpers:
-            return updated_node
-        return self.append_step_helpers(updated_node, *self._helpers)
-

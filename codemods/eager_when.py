@@ -10,25 +10,6 @@ from .base import EAGER_WHEN_HELPER, CodemodOptionError, RoutingCodemod, code
 
 HELPER = EAGER_WHEN_HELPER
 
-_HELPER_SRC = f'''
-
-def {HELPER}(step, when, compiled=None):
-    """patchkit eager-when: ``step`` itself unless it (or ``compiled``, the module it calls) runs under torch.compile
-    and ``when()`` holds; then the call runs under ``torch.compiler.set_stance("force_eager")``: the compiled
-    module's own eager code, no graph compiled or looked up.  ``when`` is only called for a compiled step."""
-    if not _patchkit_is_compiled(step if compiled is None else compiled) or not when():
-        return step
-
-    def call(*args, **kwargs):
-        from torch._dynamo.utils import counters
-
-        counters["patchkit"]["eager_when"] += 1  # verify reports these calls beside the graphs
-        with torch.compiler.set_stance("force_eager"):
-            return step(*args, **kwargs)
-
-    return call
-'''
-
 
 class EagerWhen(RoutingCodemod):
     """Run the calls of a compiled step that match a narrow condition as eager code.
@@ -45,7 +26,7 @@ class EagerWhen(RoutingCodemod):
 
     Inside the function named ``function``, each call ``<callee>(...)`` to one
     of ``calls`` becomes ``_patchkit_eager_when(<callee>, lambda: <when>)(...)``,
-    a helper appended to the module once.  It returns the callee itself unless
+    a helper imported from patchkit's runtime helpers.  It returns the callee itself unless
     the callee (or ``gate``, source text such as ``"self.model"``) runs under
     ``torch.compile`` and the condition ``when`` (source text, evaluated in the
     caller's scope at the call) holds; then the call runs under
@@ -63,7 +44,6 @@ class EagerWhen(RoutingCodemod):
 
     NAME = "eager-when"
     HELPER = HELPER
-    HELPER_SRC = _HELPER_SRC
     DESCRIPTION = "Run the compiled step calls that match a narrow condition as eager code, so they cost no graph."
     LOOKS_FOR = "calls to the named step functions inside the named function"
     OPTIONS: dict[str, Any] = {"function": None, "calls": (), "when": None, "gate": None}

@@ -9,34 +9,8 @@ import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
 from libcst.helpers import parse_template_expression
 
-from .base import COMPARISON, PatchkitCodemod, parenthesize
+from .base import COMPARISON, OFFSET_CAUSAL_MASK_HELPER, PatchkitCodemod, parenthesize
 from .base import strip_parens as _strip
-
-_HELPER = '''
-def {name}(attn_mask, offset, query, key):
-    """The call's own attention, for queries at ``offset + i`` over a preallocated key buffer.
-
-    A Python int offset (eager runs, or no static cache): ``attn_mask`` is
-    returned unchanged and the call is exactly upstream's.  A 0-d tensor offset
-    (compiled runs over the whole buffer) gives the boolean mask of what
-    upstream's call over the filled keys ``j < offset + len(query)`` attends to:
-    with no mask, causal (``j <= i``) at offset 0 and every filled key past it
-    (upstream passes ``is_causal=False`` then); with a mask, that mask over the
-    filled keys, padded out with hidden positions.
-    """
-    if not torch.is_tensor(offset):
-        return attn_mask
-    steps = query.shape[-2]
-    key_pos = torch.arange(key.shape[-2], device=key.device)
-    if attn_mask is None:
-        last = torch.where(offset == 0, torch.arange(steps, device=key.device), offset + steps - 1)
-        return key_pos <= last.unsqueeze(-1)
-    filled = key_pos < offset + steps
-    pad = key.shape[-2] - attn_mask.shape[-1]
-    if attn_mask.dtype == torch.bool:
-        return torch.nn.functional.pad(attn_mask, (0, pad), value=False) & filled
-    return torch.nn.functional.pad(attn_mask, (0, pad), value=float("-inf")).masked_fill(~filled, float("-inf"))
-'''
 
 
 def _kw(call: cst.Call, name: str) -> cst.Arg | None:
@@ -56,7 +30,8 @@ class OffsetCausalMask(PatchkitCodemod):
     ``is_causal=(<m> is None and <offset> == 0)`` the codemod passes
     ``attn_mask=<helper>(<m>, <offset>, <query>, <key>)`` and
     ``is_causal=(<m> is None and not torch.is_tensor(<offset>) and <offset> == 0)``,
-    and adds the helper function to the module.  For a Python int offset (no
+    and imports ``_patchkit_offset_causal_mask`` from patchkit's runtime helpers
+    as ``helper``.  For a Python int offset (no
     cache, eager runs under ``kv-cache-callsites``) the helper returns ``<m>``
     and the call is exactly upstream's.  For a tensor offset the helper builds
     the boolean mask of the attention upstream's call computes over the filled
@@ -140,17 +115,6 @@ class OffsetCausalMask(PatchkitCodemod):
 
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
         name = self.options["helper"]
-        has_helper = any(isinstance(s, cst.FunctionDef) and s.name.value == name for s in updated_node.body)
-        if not self._need_helper or has_helper:
-            return updated_node
-        helper = cst.parse_statement(_HELPER.format(name=name).lstrip("\n"))
-        helper = helper.with_changes(leading_lines=[cst.EmptyLine(indent=False), cst.EmptyLine(indent=False)])
-        body = list(updated_node.body)
-        # before the first top-level class or function, i.e. after imports and module constants
-        at = next((i for i, s in enumerate(body) if isinstance(s, (cst.ClassDef, cst.FunctionDef))), len(body))
-        if at < len(body):
-            first = body[at]
-            body[at] = first.with_changes(leading_lines=[cst.EmptyLine(indent=False), cst.EmptyLine(indent=False)])
-            helper = helper.with_changes(leading_lines=list(first.leading_lines) or helper.leading_lines)
-        body.insert(at, helper)
-        return updated_node.with_changes(body=body)
+        if self._need_helper:
+            self.import_helper(OFFSET_CAUSAL_MASK_HELPER, None if name == OFFSET_CAUSAL_MASK_HELPER else name)
+        return updated_node

@@ -8,44 +8,6 @@ from .base import PAD_SINGLE_ROW_HELPER, RoutingCodemod
 
 HELPER = PAD_SINGLE_ROW_HELPER
 
-_HELPER_SRC = f'''
-
-def {HELPER}(step, rows, distinct=(), outputs=(), factors=(), compiled=None):
-    """patchkit pad-single-row: ``step`` itself unless it (or ``compiled``, the module it calls) runs under
-    torch.compile.  Compiled, a call whose keyword tensors ``rows`` and ``distinct`` have one row (and whose int
-    arguments ``factors``, which multiply the rows ``step`` hands on, are 1) runs ``step`` on two: the row and a copy
-    of it (``distinct`` tensors, ids, get ``+ 1`` on the copy, so it is a group of its own), and keeps the first row
-    of the result, or of its attributes ``outputs``.  Dynamo specialises a size-1 dim; two rows share the batch's
-    dynamic graph.  Marks that dynamic-step-inputs put on an input carry over to its two-row copy.  A call without
-    one of its ``distinct`` tensors runs as is: nothing would keep the copy out of the row's group."""
-    if not _patchkit_is_compiled(step if compiled is None else compiled):
-        return step
-
-    def call(*args, **kwargs):
-        if any(kwargs.get(name) is None for name in distinct):
-            return step(*args, **kwargs)
-        given = [name for name in (*rows, *distinct) if kwargs.get(name) is not None]
-        if not given or any(kwargs[name].shape[0] != 1 for name in given):
-            return step(*args, **kwargs)
-        if any(kwargs.get(name, 1) != 1 for name in factors):
-            return step(*args, **kwargs)
-        for name in given:
-            one = kwargs[name]
-            two = torch.cat([one, one + 1 if name in distinct else one])
-            for mark in ("_dynamo_weak_dynamic_indices", "_dynamo_dynamic_indices"):
-                if hasattr(one, mark):
-                    setattr(two, mark, set(getattr(one, mark)))
-            kwargs[name] = two
-        out = step(*args, **kwargs)
-        if not outputs:
-            return out[:1]
-        for name in outputs:
-            setattr(out, name, getattr(out, name)[:1])
-        return out
-
-    return call
-'''
-
 
 class PadSingleRow(RoutingCodemod):
     """Call a compiled step with two rows where it is called with one, and keep the first row of its result.
@@ -61,7 +23,7 @@ class PadSingleRow(RoutingCodemod):
 
     Inside the function named ``function``, each call ``<callee>(...)`` to one of
     ``calls`` becomes ``_patchkit_pad_single_row(<callee>, rows, distinct,
-    outputs)(...)``, a helper appended to the module once.  It returns the
+    outputs)(...)``, a helper imported from patchkit's runtime helpers.  It returns the
     callee itself when the callee does not run under torch.compile, so eager
     calls are upstream's calls.  Compiled, a call whose keyword tensors named
     in ``rows`` (data) and ``distinct`` (ids, offset by one on the copy so the
@@ -78,7 +40,6 @@ class PadSingleRow(RoutingCodemod):
 
     NAME = "pad-single-row"
     HELPER = HELPER
-    HELPER_SRC = _HELPER_SRC
     DESCRIPTION = "Run a compiled step on two rows when called with one, so batch 1 shares the batch's dynamic graph."
     LOOKS_FOR = "calls to the named step functions inside the named function"
     OPTIONS: dict[str, Any] = {"function": None, "calls": (), "rows": (), "distinct": (), "outputs": (),

@@ -27,6 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from patchkit.codemods.base import (
+    CONTIGUOUS_HELPER,
+    DYNAMIC_INT_HELPER,
+    HELPERS_MODULE,
+    MARK_DYNAMIC_HELPER,
+    PAD_SINGLE_ROW_HELPER,
+)
 from patchkit.patchset import is_a, Package, PatchSet, PipSource, Step, TrafficSpec, UpstreamTests
 from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series
 from patchkit.verify.traffic import TrafficRanges
@@ -180,18 +187,19 @@ class ShapedModelCall:
 
         self.model, self.compiled = model, compiled
         self._signature = inspect.signature(type(model).forward)
-        pipeline = importlib.import_module(type(model).__module__.rpartition(".")[0] + ".pipeline")
-        missing = [n for n in ("_patchkit_contiguous", "_patchkit_mark_dynamic", "_patchkit_dynamic_int",
-                               "_patchkit_pad_single_row") if not hasattr(pipeline, n)]
-        if missing:
-            raise RuntimeError(f"{pipeline.__name__} is not patchkit's patched Chronos-2 (no {', '.join(missing)}): "
-                               "install the patched tree with `patchkit install chronos2`")
-        self._helpers = pipeline
+        package = type(model).__module__.partition(".")[0]
+        try:  # the patched tree's own copy of patchkit's runtime helpers
+            helpers = importlib.import_module(f"{package}.{HELPERS_MODULE}")
+        except ModuleNotFoundError:
+            raise RuntimeError(f"{package} is not patchkit's patched Chronos-2 (no {package}.{HELPERS_MODULE}): "
+                               "install the patched tree with `patchkit install chronos2`") from None
+        self._helpers = tuple(getattr(helpers, name) for name in (
+            MARK_DYNAMIC_HELPER, CONTIGUOUS_HELPER, DYNAMIC_INT_HELPER, PAD_SINGLE_ROW_HELPER))
 
     def __call__(self, *args, **kwargs):
         import torch
 
-        h = self._helpers
+        mark_dynamic, contiguous, dynamic_int, pad_single_row = self._helpers
         bound = self._signature.bind(self.model, *args, **kwargs)
         a = dict(bound.arguments)
         a.pop(next(iter(self._signature.parameters)))  # self
@@ -216,14 +224,14 @@ class ShapedModelCall:
             a["group_ids"] = torch.arange(context.shape[0], dtype=torch.long, device=self.model.device)
         for name in ("context", "context_mask", "future_covariates", "future_covariates_mask"):
             if isinstance(a.get(name), torch.Tensor) and a[name].ndim == 2:
-                a[name] = h._patchkit_mark_dynamic(h._patchkit_contiguous(a[name]), [0, 1])
-        a["group_ids"] = h._patchkit_mark_dynamic(a["group_ids"], [0])
+                a[name] = mark_dynamic(contiguous(a[name]), [0, 1])
+        a["group_ids"] = mark_dynamic(a["group_ids"], [0])
         if "num_output_patches" in a:
-            a["num_output_patches"] = h._patchkit_dynamic_int(self.compiled, a["num_output_patches"])
+            a["num_output_patches"] = dynamic_int(self.compiled, a["num_output_patches"])
         rows = tuple(n for n in ("context", "context_mask", "future_covariates", "future_covariates_mask",
                                  "future_target", "future_target_mask") if a.get(n) is not None)
-        out = h._patchkit_pad_single_row(self.compiled, rows, distinct=("group_ids",),
-                                         outputs=("quantile_preds",))(**a)
+        out = pad_single_row(self.compiled, rows, distinct=("group_ids",),
+                             outputs=("quantile_preds",))(**a)
         if getattr(out, "quantile_preds", None) is not None:
             out.quantile_preds = out.quantile_preds.clone()
         return out

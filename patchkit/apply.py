@@ -12,7 +12,7 @@ from typing import Literal
 
 import libcst as cst
 
-from .codemods import REGISTRY, CodemodOptionError, Site, run_codemod
+from .codemods import HELPERS_MODULE, REGISTRY, CodemodOptionError, Site, helpers_source, run_codemod
 from .errors import BadInput, NotVendored, PatchkitError, UpstreamDrift
 from .patchset import PatchSet, Step
 from .workspace import Workspace, check_tree_against, read_tree, recover, sha256_bytes, write_tree
@@ -118,12 +118,37 @@ def plan(ps: PatchSet, pristine: dict[str, bytes], version: str) -> Plan:
     reports = []
     for step in ps.steps:
         reports.append(_run_step(step, files, pristine))
+    _add_runtime_helpers(files, pristine)
     changed = tuple(sorted(rel for rel in files if files[rel] != pristine.get(rel)))
     result = Plan(ps.model, version, files, changed, tuple(reports))
     _PLANS[key] = replace(result, files=dict(files))
     while len(_PLANS) > _PLANS_KEPT:
         _PLANS.popitem(last=False)
     return result
+
+
+def package_of(rel: str) -> str:
+    """The dotted package a tree file's module belongs to: ``toto/inference/forecaster.py`` -> ``toto.inference``,
+    ``model/__init__.py`` -> ``model``, a top-level ``setup.py`` -> ``""``."""
+    parts = rel[: -len(".py")].split("/") if rel.endswith(".py") else rel.split("/")
+    return ".".join(parts[:-1])
+
+
+def helpers_path(rel: str) -> str:
+    """Where the runtime helpers a rewritten file imports live: its top-level package's ``_patchkit_helpers.py``."""
+    top = rel.split("/")[0] if "/" in rel else ""
+    return f"{top}/{HELPERS_MODULE}.py" if top else f"{HELPERS_MODULE}.py"
+
+
+def _add_runtime_helpers(files: dict[str, bytes], pristine: dict[str, bytes]) -> None:
+    """Copy the runtime helpers module into each top-level package whose rewritten files import it."""
+    wanted = {helpers_path(rel) for rel, data in files.items()
+              if rel.endswith(".py") and data != pristine.get(rel) and HELPERS_MODULE.encode() in data}
+    for rel in sorted(wanted):
+        if rel in pristine:
+            raise UpstreamDrift(f"upstream ships {rel}, the name patchkit's runtime helpers take in a patched tree; "
+                                f"rename it in a patch set step or pin another release with `patchkit vendor`")
+        files[rel] = helpers_source()
 
 
 def check_order(ps: PatchSet) -> None:
@@ -176,7 +201,7 @@ def _run_step(step: Step, files: dict[str, bytes], pristine: dict[str, bytes] | 
     for rel in targets:
         source = _decode(files[rel], rel)
         try:
-            result = run_codemod(cls, source, filename=rel, options=step.options)
+            result = run_codemod(cls, source, filename=rel, options=step.options, package=package_of(rel))
         except CodemodOptionError as err:
             raise BadInput(str(err)) from err
         except cst.ParserSyntaxError as err:

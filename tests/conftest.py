@@ -9,9 +9,14 @@ import pytest
 
 from patchkit import api
 from patchkit.cli import main
+from patchkit.codemods import HELPERS_MODULE, runtime_helpers
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# A codemod run on a lone source (no package) imports the runtime helpers absolutely, as `_patchkit_helpers`; the
+# tests that execute such output find them here, as a patched tree finds its own copy.
+sys.modules.setdefault(HELPERS_MODULE, runtime_helpers)
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

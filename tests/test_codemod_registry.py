@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +54,44 @@ def test_apply_refuses_a_step_order_that_breaks_a_declared_dependency():
     without = tuple(s for s in toto.steps if s.codemod != "item-scalar")
     with pytest.raises(BadInput, match="which is not in the patch set"):
         plan(replace(toto, steps=without), {}, "0")
+
+
+def test_runtime_helpers_are_one_real_module():
+    """Every helper name a codemod writes is a function of ``codemods/runtime_helpers.py``, which a patched tree
+    imports without patchkit (only ``sys`` and ``torch``), and no codemod carries helper code as text."""
+    import ast
+    import inspect
+
+    from patchkit.codemods import base, runtime_helpers
+
+    for name in base.HELPER_NAMES:
+        assert inspect.isfunction(getattr(runtime_helpers, name, None)), name
+    tree = ast.parse(inspect.getsource(runtime_helpers))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
+    assert {i.partition(".")[0] for i in imported} <= {"__future__", "sys", "torch"}, imported
+    assert base.helpers_source() == Path(runtime_helpers.__file__).read_bytes()
+    for path in Path(base.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "def " in node.value:
+                try:
+                    body = ast.parse(node.value.strip("\n")).body
+                except SyntaxError:
+                    continue
+                assert not any(isinstance(s, (ast.FunctionDef, ast.ClassDef)) for s in body), \
+                    f"{path.name} holds helper code as a string: move it to runtime_helpers.py"
+
+
+def test_helper_imports_are_relative_to_the_top_level_package_and_merged():
+    src = "import torch\n\n\ndef run(step, x, n):\n    return step(x, n=n)\n"
+    opts = {"function": "run", "calls": ["step"]}
+    one = run_codemod(REGISTRY["dynamic-step-inputs"], src, options={**opts, "ints": ["n"]}, package="pkg.sub")
+    assert "from .._patchkit_helpers import _patchkit_dynamic_int, _patchkit_mark_dynamic\n" in one.code
+    two = run_codemod(REGISTRY["pad-single-row"], one.code, options={**opts, "rows": ["x"]}, package="pkg.sub")
+    assert two.code.count("_patchkit_helpers import") == 1
+    assert ("from .._patchkit_helpers import _patchkit_dynamic_int, _patchkit_mark_dynamic, "
+            "_patchkit_pad_single_row\n") in two.code
+    again = run_codemod(REGISTRY["pad-single-row"], two.code, options={**opts, "rows": ["x"]}, package="pkg.sub")
+    assert again.code == two.code and again.already
+    top = run_codemod(REGISTRY["dynamic-step-inputs"], src, options=opts, package="pkg")
+    assert "from ._patchkit_helpers import _patchkit_mark_dynamic\n" in top.code

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from libcst.codemod import CodemodContext
 
-from patchkit.codemods import REGISTRY, run_codemod
+from patchkit.apply import plan as apply_plan
+from patchkit.codemods import REGISTRY
 from patchkit.gitsource import export_tree
 from patchkit.patches.kronos import PATCHSET, ohlcv_from_close, synthetic_ohlcv_series
 
@@ -34,17 +35,13 @@ except ImportError:  # pragma: no cover
 
 
 def _apply(tree: Path) -> list[str]:
-    """Run every step of the patch set over ``tree`` in place; the sites, as text."""
-    report = []
-    for step in PATCHSET.steps:
-        for rel in step.files:
-            path = tree / rel
-            source = path.read_bytes().decode()
-            result = run_codemod(REGISTRY[step.codemod], source, filename=rel, options=step.options)
-            assert result.matches or result.already or step.expect == "optional", f"{step.codemod} drifted on {rel}"
-            path.write_bytes(result.code.encode())
-            report += [f"{step.codemod} {rel} {site}" for site in result.matches]
-    return report
+    """Run the patch set over ``tree`` in place, as apply plans it (runtime helpers included); the sites, as text."""
+    files = {p.relative_to(tree).as_posix(): p.read_bytes() for p in tree.rglob("*") if p.is_file()}
+    result = apply_plan(PATCHSET, files, "test")
+    assert not result.drifted, [s.codemod for s in result.drifted]
+    for rel in result.changed:
+        (tree / rel).write_bytes(result.files[rel])
+    return [f"{s.codemod} {o.path} {site}" for s in result.steps for o in s.outcomes for site in o.matches]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""The runtime helpers that contiguous-step-inputs, dynamic-step-inputs and pad-single-row append to upstream
-modules: run as the codemods write them, against eager and a compiled callee (Dynamo's eager backend)."""
+"""The runtime helpers (``codemods/runtime_helpers.py``) that contiguous-step-inputs, dynamic-step-inputs and
+pad-single-row make upstream modules import: run as the codemods write the calls, against eager and a compiled
+callee (Dynamo's eager backend)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch._dynamo.testing
 
-from patchkit.codemods import REGISTRY, run_codemod
+from patchkit.codemods import REGISTRY, run_codemod, runtime_helpers
 
 _SOURCE = """
 import torch
@@ -130,9 +131,8 @@ def test_dynamic_int_only_for_a_compiled_callee():
 
 
 def test_is_compiled_is_false_before_dynamo_is_loaded(monkeypatch):
-    ns = _helpers("pad-single-row", {"rows": ["x"]})
     monkeypatch.delitem(sys.modules, "torch._dynamo")
-    assert ns["_patchkit_is_compiled"](torch.compile(_RowWise(), backend="eager")) is False
+    assert runtime_helpers._patchkit_is_compiled(torch.compile(_RowWise(), backend="eager")) is False
 
 
 def test_one_graph_for_one_row_and_many_rows():

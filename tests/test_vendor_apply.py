@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from patchkit import api, apply as apply_mod, errors, patches
+from patchkit.codemods import helpers_source
 from patchkit.patchset import PatchSet, Step
 
 from .conftest import run_cli, snapshot
@@ -47,6 +48,9 @@ def test_apply_patches_idempotently(chronos_ws: Path, capsys):
 def test_patched_tree_differs_only_where_the_patch_set_says(chronos_ws: Path):
     pristine = snapshot(chronos_ws / "vendor" / ".pristine" / "chronos2")
     patched = snapshot(chronos_ws / "vendor" / "chronos2")
+    # the one added file: patchkit's runtime helpers, which the rewritten files import
+    assert set(patched) - set(pristine) == {"chronos/_patchkit_helpers.py"}
+    assert patched.pop("chronos/_patchkit_helpers.py") == helpers_source()
     assert set(pristine) == set(patched)
     changed = sorted(k for k in pristine if pristine[k] != patched[k])
     assert changed == sorted({f for step in patches.get("chronos2").steps for f in step.files})
@@ -292,3 +296,48 @@ def test_upstream_lines_maps_rewritten_and_added_lines():
     new = "a\nB1\nB2\nc\nadded\nd\n"
     lines = upstream_lines(old, new)
     assert lines[1:] == [1, 2, 2, 3, 3, 4]
+
+
+_STEP_CALL = (
+    "import torch\n\n\n"
+    "def run(step, x):\n"
+    "    return step(x)\n"
+)
+
+
+def _helpers_plan(files: dict[str, bytes]) -> apply_mod.Plan:
+    ps = PatchSet(model="demo", title="demo", source=patches.get("chronos2").source, pin="1", known_versions=("1",),
+                  steps=(Step("dynamic-step-inputs", ("pkg/sub/mod.py", "top.py"), {"function": "run", "calls": ["step"]}),),
+                  harness="x:y", provides=("pkg",))
+    return apply_mod.plan(ps, files, "1")
+
+
+def test_runtime_helpers_are_copied_once_per_package_and_imported_relatively(tmp_path: Path, monkeypatch):
+    """A rewritten file imports the helpers from its top-level package's copy (relative, so a renamed or vendored
+    package still finds it); a top-level module imports the root copy absolutely.  The patched tree runs."""
+    files = {"pkg/__init__.py": b"", "pkg/sub/__init__.py": b"", "pkg/sub/mod.py": _STEP_CALL.encode(),
+             "top.py": _STEP_CALL.encode()}
+    result = _helpers_plan(files)
+    assert set(result.files) - set(files) == {"pkg/_patchkit_helpers.py", "_patchkit_helpers.py"}
+    assert result.files["pkg/_patchkit_helpers.py"] == result.files["_patchkit_helpers.py"] == helpers_source()
+    assert "from .._patchkit_helpers import _patchkit_mark_dynamic" in result.files["pkg/sub/mod.py"].decode()
+    assert "from _patchkit_helpers import _patchkit_mark_dynamic" in result.files["top.py"].decode()
+    for rel, data in result.files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    import torch
+
+    mod = importlib.import_module("pkg.sub.mod")
+    assert mod._patchkit_mark_dynamic is importlib.import_module("pkg._patchkit_helpers")._patchkit_mark_dynamic
+    x = torch.ones(2, 3)
+    assert mod.run(lambda t: t * 2, x).tolist() == (x * 2).tolist()
+
+
+def test_an_upstream_file_in_the_helpers_place_is_drift():
+    files = {"pkg/__init__.py": b"", "pkg/_patchkit_helpers.py": b"# upstream's own\n",
+             "pkg/sub/mod.py": _STEP_CALL.encode(), "top.py": b""}
+    with pytest.raises(errors.UpstreamDrift, match="pkg/_patchkit_helpers.py"):
+        _helpers_plan(files)
