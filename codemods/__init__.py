@@ -29,6 +29,7 @@ from .kv_cache_callsites import KvCacheCallsites
 from .mark_growing_dynamic import MarkGrowingDynamic
 from .offset_causal_mask import OffsetCausalMask
 from .pad_single_row import PadSingleRow
+from .rename_imports import RenameImports
 from .rope_static_cache import RopeStaticCache
 from .static_kv_cache import StaticKvCache
 from .step_cache import StepCache
@@ -55,6 +56,8 @@ ALL: tuple[type[PatchkitCodemod], ...] = (
     EagerWhen,
     # decode-loop work
     StepCache,
+    # shipping a patched tree
+    RenameImports,
 )
 
 REGISTRY: dict[str, type[PatchkitCodemod]] = {cls.NAME: cls for cls in ALL}

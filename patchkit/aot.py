@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -80,7 +79,7 @@ def default_out(ws: Workspace, model: str, size: str, device: str) -> Path:
 def export(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | None = None, device: str = "cpu",
            out: str | Path | None = None, timeout: int = 7200, progress=lambda msg: None) -> ExportResult:
     from .apply import require_applied
-    from .distribute import patch_hash
+    from .provenance import patch_hash
 
     if ps.aot_runtime is None:
         raise BadInput(f"{ps.model}: its patch set declares no ahead-of-time export yet")

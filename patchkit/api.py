@@ -123,7 +123,7 @@ def check_compiler() -> None:
 
 def _record(ws: Workspace, model: str, kind: str, ok: bool, **facts) -> None:
     """Keep verify's verdict for this patched tree; ``build`` and ``install`` read it."""
-    from .distribute import record_verdict
+    from .verdicts import record_verdict
 
     record_verdict(ws, model, kind, ok, **facts)
 
@@ -226,7 +226,7 @@ def verify_aot(model: str, package: str | Path, *, root: str | Path | None = Non
                json_path: str | Path | None = None, progress=lambda msg: None, on_report=lambda report, raw: None):
     """``verify --aot PACKAGE``: an exported package against upstream eager through the users' entry point."""
     from .aot import check_record, read_record
-    from .distribute import patch_hash
+    from .provenance import patch_hash
     from .verify.aot_report import verify_aot as _verify_aot
 
     ws = workspace(root)
@@ -273,7 +273,7 @@ def bench_aot(model: str, package: str | Path, *, root: str | Path | None = None
     latency for upstream eager, the package and patched ``torch.compile``."""
     from .aot import check_record, read_record
     from .bench import bench_aot as _bench_aot
-    from .distribute import patch_hash
+    from .provenance import patch_hash
 
     ws = workspace(root)
     ps = patches.get(model)

@@ -91,7 +91,7 @@ def warm(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | None
     import torch
 
     from .apply import require_applied
-    from .distribute import patch_hash
+    from .provenance import patch_hash
     from .verify.traffic_report import _run
 
     if ps.traffic is None:
@@ -122,7 +122,7 @@ def warm(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | None
 
 def entries(ws: Workspace | None = None) -> list[CacheEntry]:
     """Every saved artifact, newest first; ``current`` when a workspace's lock says which patch set is current."""
-    from .distribute import patch_hash
+    from .provenance import patch_hash
 
     out = []
     for rec_path in sorted(cache_dir().glob("*.json")):

@@ -28,9 +28,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import tomli_w
+
+from .codemods import REGISTRY, run_codemod
 from .errors import BadInput, EnvironmentProblem, MissingTool, NotVendored, PatchkitError
 from .patchset import Package, PatchSet
-from .workspace import Workspace, atomic_write_text, read_tree
+from .provenance import Provenance, patch_hash
+from .verdicts import current_verdicts
+from .workspace import Workspace, read_tree
 
 #: the provenance record's file name inside the wheel's first import package
 PROVENANCE = "_patchkit_provenance.json"
@@ -46,52 +51,12 @@ class VerifyFailedRefusal(BadInput):
 
 
 # -- identity -------------------------------------------------------------------------------------
-def patch_hash(lock: dict[str, Any]) -> str:
-    """12 hex digits naming the patched tree: upstream identity plus every patched file's hash."""
-    if "patched" not in lock:
-        raise NotVendored(f"{lock.get('model')} is vendored but not patched; run `patchkit apply {lock.get('model')}`")
-    ident = {"model": lock["model"], "version": lock["version"], "source": lock["source"],
-             "files": lock["patched"]["files"]}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def wheel_version(lock: dict[str, Any]) -> str:
     """Upstream version + ``+patchkit.<hash>``; a git pin (no release) becomes ``0+patchkit.<hash>.g<commit>``."""
     version, label = lock["version"], f"patchkit.{patch_hash(lock)}"
     if lock["source"].get("kind") == "git":
         return f"0+{label}.g{version[:12]}"
     return f"{version}+{label}"
-
-
-# -- verify verdicts ------------------------------------------------------------------------------
-def verdict_path(ws: Workspace, model: str) -> Path:
-    return ws.vendor_dir / ".verify" / f"{model}.json"
-
-
-def record_verdict(ws: Workspace, model: str, kind: str, ok: bool, **facts: Any) -> None:
-    """Remember the last verify verdict of each kind (fixed, traffic) for the current patched tree."""
-    lock = ws.read_lock(model) or {}
-    if "patched" not in lock:
-        return
-    path = verdict_path(ws, model)
-    try:
-        data = json.loads(path.read_text()) if path.exists() else {}
-    except json.JSONDecodeError:
-        data = {}
-    import torch
-
-    data[kind] = {"ok": bool(ok), "patch_hash": patch_hash(lock), "torch": torch.__version__, **facts}
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def current_verdicts(ws: Workspace, model: str, phash: str) -> dict[str, dict[str, Any]]:
-    """The recorded verdicts that belong to the patched tree ``phash`` (older ones are ignored)."""
-    path = verdict_path(ws, model)
-    try:
-        data = json.loads(path.read_text()) if path.exists() else {}
-    except json.JSONDecodeError:
-        return {}
-    return {kind: v for kind, v in data.items() if isinstance(v, dict) and v.get("patch_hash") == phash}
 
 
 # -- requirements ---------------------------------------------------------------------------------
@@ -182,58 +147,6 @@ def _format(req, spec: str, marker: str) -> str:
     return f"{name}{spec}" + (f"; {marker}" if marker else "")
 
 
-# -- Kronos-style renames -------------------------------------------------------------------------
-def rename_imports(source: str, renames: dict[str, str]) -> tuple[str, int]:
-    """Rewrite ``import old...`` / ``from old... import`` to the new top-level name, drop ``sys.path`` edits.
-
-    Done with LibCST so comments and layout stay; returns (code, edits).
-    """
-    import libcst as cst
-    import libcst.matchers as m
-
-    def renamed(node: cst.BaseExpression | None) -> cst.BaseExpression | None:
-        if node is None:
-            return None
-        dotted = cst.helpers.get_full_name_for_node(node) or ""
-        head, _, rest = dotted.partition(".")
-        if head not in renames:
-            return None
-        new = renames[head] + (f".{rest}" if rest else "")
-        return cst.parse_expression(new)
-
-    class _Rename(cst.CSTTransformer):
-        edits = 0
-
-        def _swap(self, updated, attr: str):
-            new = renamed(getattr(updated, attr))
-            if new is None:
-                return updated
-            self.edits += 1
-            return updated.with_changes(**{attr: new})
-
-        def leave_ImportFrom(self, original, updated):
-            if updated.relative or updated.module is None:
-                return updated
-            return self._swap(updated, "module")
-
-        def leave_ImportAlias(self, original, updated):
-            return self._swap(updated, "name")
-
-        def leave_SimpleStatementLine(self, original, updated):
-            # sys.path.append("../") / sys.path.insert(0, ...): the wheel's imports need no path edits
-            if len(updated.body) == 1 and m.matches(updated.body[0], m.Expr(m.Call(func=m.Attribute(
-                    value=m.Attribute(value=m.Name("sys"), attr=m.Name("path")),
-                    attr=m.Name("append") | m.Name("insert"))))):
-                self.edits += 1
-                return cst.RemoveFromParent()
-            return updated
-
-    module = cst.parse_module(source)
-    tr = _Rename()
-    out = module.visit(tr)
-    return out.code, tr.edits
-
-
 # -- build ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BuildResult:
@@ -266,8 +179,8 @@ def _shipped_files(ps: PatchSet, tree: dict[str, bytes]) -> dict[str, bytes]:
             continue
         new_rel = f"{renames.get(top, top)}/{rest}"
         if renames and rel.endswith(".py"):
-            code, _ = rename_imports(data.decode("utf-8"), renames)
-            data = code.encode("utf-8")
+            data = run_codemod(REGISTRY["rename-imports"], data.decode("utf-8"), filename=rel,
+                               options={"renames": renames}).code.encode("utf-8")
         out[new_rel] = data
     return out
 
@@ -287,24 +200,22 @@ def _pyproject(ps: PatchSet, version: str, deps: list[str], extras: dict[str, li
                                         if str(PurePosixPath(r).parent) == d and not r.endswith(".py"))
             for d in dirs}
 
-    def arr(items) -> str:
-        return "[" + ", ".join(json.dumps(i) for i in items) + "]"
-
-    lines = [
-        "[build-system]", 'requires = ["setuptools>=77"]', 'build-backend = "setuptools.build_meta"', "",
-        "[project]", f"name = {json.dumps(pkg.dist)}", f"version = {json.dumps(version)}",
-        f"description = {json.dumps(pkg.summary + ' (patched by patchkit for torch.compile)')}",
-        f"dependencies = {arr(deps)}", f"license-files = {arr(licences)}",
-    ]
+    project: dict[str, Any] = {
+        "name": pkg.dist, "version": version,
+        "description": pkg.summary + " (patched by patchkit for torch.compile)",
+        "dependencies": deps, "license-files": licences,
+    }
     if python:
-        lines.append(f"requires-python = {json.dumps(python)}")
+        project["requires-python"] = python
     if extras:
-        lines += ["", "[project.optional-dependencies]"]
-        lines += [f"{json.dumps(name)} = {arr(reqs)}" for name, reqs in sorted(extras.items())]
-    lines += ["", "[tool.setuptools]", f"packages = {arr(packages)}", "include-package-data = false", "",
-              "[tool.setuptools.package-data]"]
-    lines += [f"{json.dumps(name)} = {arr(names)}" for name, names in data.items() if names]
-    return "\n".join(lines) + "\n"
+        project["optional-dependencies"] = dict(sorted(extras.items()))
+    doc = {
+        "build-system": {"requires": ["setuptools>=77"], "build-backend": "setuptools.build_meta"},
+        "project": project,
+        "tool": {"setuptools": {"packages": packages, "include-package-data": False,
+                                "package-data": {name: names for name, names in data.items() if names}}},
+    }
+    return tomli_w.dumps(doc)
 
 
 def _setuptools_ok() -> bool:
@@ -457,7 +368,7 @@ def status(ws: Workspace, ps: PatchSet) -> ModelStatus:
     if record is None:
         return ModelStatus(ps.model, dist, "upstream", version, location, None, current,
                            detail="no patchkit provenance in the importable package")
-    phash = record.get("patch_hash")
+    phash = Provenance.of(record).patch_hash
     verify = (current_verdicts(ws, ps.model, phash) or record.get("verify")) if phash else None
     if current is None:
         state, detail = "patched (unknown: not vendored and applied here)", "cannot compare with a current patch set"

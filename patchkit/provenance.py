@@ -10,11 +10,13 @@ command that makes a current one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput, EnvironmentProblem
+from .errors import BadInput, EnvironmentProblem, NotVendored
 
 
 @dataclass(frozen=True)
@@ -68,4 +70,13 @@ class Provenance:
             raise EnvironmentProblem(f"{path}: {kind.made} for CUDA, and torch sees no CUDA device here")
 
 
-__all__ = ["ArtifactKind", "Provenance"]
+def patch_hash(lock: dict[str, Any]) -> str:
+    """12 hex digits naming the patched tree: upstream identity plus every patched file's hash."""
+    if "patched" not in lock:
+        raise NotVendored(f"{lock.get('model')} is vendored but not patched; run `patchkit apply {lock.get('model')}`")
+    ident = {"model": lock["model"], "version": lock["version"], "source": lock["source"],
+             "files": lock["patched"]["files"]}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+
+__all__ = ["ArtifactKind", "Provenance", "patch_hash"]

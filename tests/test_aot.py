@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from patchkit import aot, api
-from patchkit.distribute import patch_hash
+from patchkit.provenance import patch_hash
 
 from .conftest import run_cli, snapshot
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from patchkit import api
-from patchkit.distribute import PROVENANCE, relax, rename_imports
+from patchkit.distribute import PROVENANCE, relax
 
 from .conftest import run_cli
 from .kronos_repo import make_kronos_repo
@@ -41,19 +41,6 @@ def test_relax_only_requirements_that_exclude_what_is_installed():
     assert extras == {"test": ["pytest>=1.0"]}
     assert [c.requirement for c in changes] == ["torch==2.7.0", "no-such-dist-xyz==1.0", "pytest~=1.0; extra == 'test'"]
     assert "installed here" in changes[0].why and "exact pin" in changes[1].why
-
-
-def test_rename_imports_rewrites_the_trees_own_imports_only():
-    src = ('import sys\nimport torch\n\nsys.path.append("../")\nfrom model.module import *  # the bare name\n'
-           'import model.module as mm\nfrom model import kronos\nfrom .module import X\nimport modelling\n'
-           'from models import y\n')
-    out, edits = rename_imports(src, {"model": "kronos"})
-    assert out == ('import sys\nimport torch\nfrom kronos.module import *  # the bare name\n'
-                   'import kronos.module as mm\nfrom kronos import kronos\nfrom .module import X\nimport modelling\n'
-                   'from models import y\n')
-    assert edits == 4
-    same, none = rename_imports("import torch\nx = sys.path\n", {"model": "kronos"})
-    assert none == 0 and same == "import torch\nx = sys.path\n"
 
 
 # -- building real wheels -------------------------------------------------------------------------
@@ -219,7 +206,7 @@ def test_install_refuses_unapplied_and_failed_verify(chronos_vendored, chronos_a
     assert code == 2 and "not applied" in err and "--force" in err
     ws = tmp_path / "ws"
     shutil.copytree(chronos_applied, ws)
-    from patchkit.distribute import record_verdict
+    from patchkit.verdicts import record_verdict
 
     record_verdict(api.workspace(ws), "chronos2", "traffic", False, size="tiny", device="cpu")
     code, _, err = run_cli(capsys, "--root", str(ws), "install", "chronos2", "--out", str(tmp_path / "d"))

@@ -197,7 +197,7 @@ def _fake_package(path: Path, ws: Path, model: str = "chronos2") -> Path:
     """A .pt2 whose record is right for this workspace and whose program library is zeroed bytes."""
     import torch
 
-    from patchkit.distribute import patch_hash
+    from patchkit.provenance import patch_hash
 
     lock = api.workspace(ws).read_lock(model)
     record = {"format": 1, "model": model, "torch": torch.__version__, "patch_hash": patch_hash(lock),
@@ -323,7 +323,7 @@ def test_read_only_verdict_record_prints_the_verdict_then_exit_3(chronos_applied
     def refuse(path, text):
         raise OSError(30, "Read-only file system", str(path))
 
-    monkeypatch.setattr("patchkit.distribute.atomic_write_text", refuse)
+    monkeypatch.setattr("patchkit.verdicts.atomic_write_text", refuse)
     code, out, err = run_cli(capsys, "--root", str(chronos_applied), "verify", "chronos2")
     one_error_line(code, err, errors.EXIT_ENVIRONMENT, "Read-only file system", ".verify")
     assert out.rstrip().endswith("OK")
@@ -339,7 +339,7 @@ def test_json_into_a_missing_folder_is_exit_2_after_the_verdict(chronos_applied,
 
 
 def test_verdict_under_another_tolerance_gates_nothing(chronos_applied, tmp_path, capsys, monkeypatch):
-    from patchkit.distribute import verdict_path
+    from patchkit.verdicts import verdict_path
 
     root = copy_ws(chronos_applied, tmp_path)
     path = verdict_path(api.workspace(root), "chronos2")
