@@ -29,7 +29,7 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, TREE)
 import numpy as np, torch
-from patchkit.patches.kronos import MODEL_CONFIG, TOKENIZER_CONFIG, REAL_MODEL_CONFIG, REAL_TOKENIZER_CONFIG
+from patchkit.patches.kronos.harness import MODEL_CONFIG, TOKENIZER_CONFIG, REAL_MODEL_CONFIG, REAL_TOKENIZER_CONFIG
 from model.kronos import Kronos, KronosTokenizer, auto_regressive_inference
 torch.manual_seed(0)
 real = SIZE == "real"

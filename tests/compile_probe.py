@@ -161,7 +161,7 @@ def kronos_by_hand(tree: str) -> dict:
     import torch
     from model.kronos import KronosPredictor
 
-    from patchkit.patches.kronos import KronosHarness
+    from patchkit.patches.kronos.harness import KronosHarness
     from patchkit.verify.harness import eager
 
     harness = KronosHarness(pathlib.Path(tree))

@@ -47,7 +47,7 @@ def test_kronos_package_runs_the_decode_steps_like_upstream(kronos_ws: Path, tmp
 import sys, torch
 sys.path.insert(0, {str(api.workspace(kronos_ws).patched('kronos'))!r})
 from model.kronos import Kronos, KronosTokenizer
-from patchkit.patches.kronos import MODEL_CONFIG, TOKENIZER_CONFIG
+from patchkit.patches.kronos.harness import MODEL_CONFIG, TOKENIZER_CONFIG
 from patchkit.runtime import load_package
 pkg = load_package({result.path!r})
 torch.manual_seed(0)

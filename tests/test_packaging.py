@@ -20,7 +20,8 @@ def test_wheel_has_only_patchkit(tmp_path: Path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"patchkit"}
-    for part in ("codemods/isnan_guard.py", "patches/chronos2.py", "verify/report.py", "cli.py"):
+    for part in ("codemods/isnan_guard.py", "codemods/runtime_helpers.py", "patches/chronos2/__init__.py",
+                 "patches/kronos/decode_cache.py", "patches/toto/aot.py", "verify/report.py", "cli.py"):
         assert f"patchkit/{part}" in names
     assert not any("vendor" in n.split("/")[:2] for n in names)
     assert not any(n.startswith(("verify/", "codemods/", "patches/", "tests/")) for n in names)

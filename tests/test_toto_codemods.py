@@ -3,7 +3,7 @@
 Golden cases live in ``tests/fixtures/<codemod-name>/`` and run through the one
 runner, ``tests/test_codemod_goldens.py``; this module holds behaviour tests.
 
-The chain tests run the whole codemod sequence of ``patches/toto.py`` over a
+The chain tests run the whole codemod sequence of ``patches/toto/`` over a
 small decoder of the same shape (``tests/toto_chain/mini_decoder.py``) and
 check eager equivalence, the eager error, and a compile with no graph break
 and no recompile across decode steps and horizons.

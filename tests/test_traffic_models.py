@@ -173,7 +173,7 @@ import numpy as np, torch
 tree = pathlib.Path(sys.argv[1])
 sys.path.insert(0, str(tree))
 from torch._dynamo.utils import counters
-from patchkit.patches.toto import TotoHarness
+from patchkit.patches.toto.harness import TotoHarness
 from patchkit.verify.traffic import Call
 h = TotoHarness(tree)
 stride = int(h.backbone.patch_embed.stride)

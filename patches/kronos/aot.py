@@ -169,7 +169,7 @@ def first_forecast(package: Any) -> tuple[Any, dict[str, float]]:
     import numpy as np
     import pandas as pd
 
-    from patchkit.patches.kronos import COLUMNS, KronosHarness, ohlcv_from_close
+    from .harness import COLUMNS, KronosHarness, ohlcv_from_close
 
     record = package.record
     tree = Path(importlib.import_module("model.kronos").__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Kronos's exact decode cache: appended to ``model/kronos.py`` by the ``step-cache`` step of patches/kronos.py.
+"""Kronos's exact decode cache: appended to ``model/kronos.py`` by the ``step-cache`` step of patches/kronos/.
 
 patchkit's own code, written against the module structure of Kronos's ``model/module.py``.
 """

@@ -1,0 +1,66 @@
+"""The contract every registered model's patch set keeps, checked once over all of them.
+
+A model is a folder ``patches/<model>/``: ``__init__.py`` (``PATCHSET``), ``harness.py`` (the verify harness and
+the compile recipe) and, for ``export``, ``aot.py``.  Adding a model to ``patches.MODELS`` puts it under these
+checks; the model's own tests cover what its upstream does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from libcst.codemod import CodemodContext
+
+from patchkit import patches
+from patchkit.codemods import REGISTRY
+from patchkit.verify.harness import Harness
+
+MODELS = patches.names()
+
+
+def _resolve(ref: str):
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_patch_set_is_well_formed(model: str) -> None:
+    ps = patches.get(model)
+    assert ps.model == model and ps.title and ps.provides
+    assert ps.pin in ps.known_versions
+    assert ps.steps, "a patch set without steps patches nothing"
+    for step in ps.steps:
+        assert step.codemod in REGISTRY, step.codemod
+        REGISTRY[step.codemod](CodemodContext(), **step.options)  # raises on unknown or missing options
+        assert step.files and all(f.endswith(".py") and f.split("/")[0] in ps.provides for f in step.files), step
+        assert step.why.strip(), f"{step.codemod}: every step says why"
+    assert ps.traffic is not None and ps.traffic.graph_budget, "verify --traffic needs a graph budget"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_model_is_one_folder_and_its_references_resolve(model: str) -> None:
+    ps = patches.get(model)
+    folder = Path(patches.__file__).parent / model
+    assert (folder / "__init__.py").is_file() and (folder / "harness.py").is_file()
+    harness = _resolve(ps.harness)
+    assert issubclass(harness, Harness) and harness.model == model
+    for ref in (ps.harness, ps.compile_recipe, ps.aot_runtime):
+        if ref:
+            assert ref.startswith(f"patchkit.patches.{model}."), f"{ref}: a model's code lives in its own folder"
+            assert callable(_resolve(ref))
+    if ps.aot_runtime:
+        assert (folder / "aot.py").is_file()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_patch_set_and_harness_import_without_the_upstream(model: str) -> None:
+    """verify runs the harness against a vendored tree in a subprocess: importing patchkit's side must not import
+    (or need) the upstream package."""
+    ps = patches.get(model)
+    code = (f"import sys; import patchkit.patches.{model}.harness; "
+            f"assert not [m for m in {list(ps.provides)!r} if m in sys.modules]")
+    subprocess.run([sys.executable, "-c", code], check=True)
