@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EXIT_INTERNAL, BadInput, EnvironmentProblem, PatchkitError, subprocess_failure
+from .errors import OutsideRange as OutsideRange  # the runtimes' range error, public as patchkit.aot.OutsideRange
 from .patchset import PatchSet
 from .provenance import ArtifactKind, Provenance
 from .workspace import Workspace, publish
@@ -45,13 +46,6 @@ class PackageMismatch(BadInput):
 
 class CorruptPackage(BadInput):
     """Not a readable patchkit ``.pt2`` package."""
-
-
-class OutsideRange(ValueError):
-    """A call whose shape is outside the package's exported ranges; the message names the range.
-
-    Raised by the runtimes before any program runs (never a crash in compiled code); ``verify --aot``
-    counts these calls as refused, apart from errors."""
 
 
 class ExportFailed(PatchkitError):

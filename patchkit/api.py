@@ -44,7 +44,7 @@ def _require_applied(ws: Workspace, ps: PatchSet) -> str:
 def check_size_and_weights(model: str, size: str, weights: str | None) -> None:
     """Refuse an unknown size or a --weights path that is not a loadable checkpoint folder (one line, exit 2),
     before any run."""
-    from .verify.harness import SIZES
+    from .verify.protocol import SIZES
 
     if size not in SIZES:
         raise BadInput(f"unknown size {size!r}; choose from {', '.join(SIZES)}")

@@ -310,7 +310,7 @@ def bench_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size
     (cold) and again in a new process over the cache the cold run filled (warm).
     Each compiled run is followed by a steady pass (new data, no compiling).
     """
-    from .verify.traffic_report import _run
+    from .verify.traffic_report import run_traffic
 
     cache = Path(tempfile.mkdtemp(prefix="patchkit-traffic-cache-"))
     artifact = cache / "artifact.bin"
@@ -327,10 +327,9 @@ def bench_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size
     try:
         for i, (variant, tree, mode, passes, folder, extra) in enumerate(plan, 1):
             progress(f"[traffic {i}/{len(plan)}] {variant} {mode}: {calls} calls")
-            data, _, _ = _run(ps, tree.resolve(), variant, passes, size=size, calls=calls, seed=seed,
-                              weights=weights, device=device, backend="inductor", mode=None, extra_logs=(),
-                              timeout=7200, extra_env=inductor_cache_env(cache / folder),
-                              extra_args=extra)
+            data = run_traffic(ps, tree.resolve(), variant, passes, size=size, calls=calls, seed=seed,
+                               weights=weights, device=device, extra_env=inductor_cache_env(cache / folder),
+                               extra_args=extra).data
             first = data["passes"]["eager" if passes == "eager" else "compiled"]
             steady = data["passes"].get("steady")
             rows.append(TrafficRow(
@@ -419,7 +418,7 @@ def bench_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: Pa
     The size, weights and device are the package's (``record``, already checked by the caller)."""
     from .verify.aot_report import split_refused
     from .verify.traffic import percentiles
-    from .verify.traffic_report import _run
+    from .verify.traffic_report import run_traffic
 
     package = Path(package).resolve()
     size, device, weights = record["size"], record["device"], record.get("weights_path")
@@ -433,8 +432,7 @@ def bench_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: Pa
     fresh = json.loads(proc.stdout.strip().splitlines()[-1])
     rows: list[AotRow] = []
     if traffic:
-        common = dict(size=size, calls=calls, seed=seed, weights=weights, device=device, mode=None, extra_logs=(),
-                      timeout=4 * 3600)
+        common = dict(size=size, calls=calls, seed=seed, weights=weights, device=device, timeout=4 * 3600)
 
         def row(name: str, p: dict, graphs: int | None = None) -> AotRow:
             pc = percentiles([t for t in p["times_s"] if t == t])
@@ -443,16 +441,16 @@ def bench_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: Pa
                           len(refused))
 
         progress(f"[aot traffic 1/3] upstream eager: {calls} calls")
-        up, _, _ = _run(ps, Path(upstream_tree), "upstream", "eager", backend="eager", **common)
+        up = run_traffic(ps, Path(upstream_tree), "upstream", "eager", backend="eager", **common).data
         rows.append(row("upstream eager", up["passes"]["eager"]))
         progress(f"[aot traffic 2/3] package (aot): {calls} calls")
-        pk, _, _ = _run(ps, Path(patched_tree), "package", "aot", backend="eager", **common,
-                        extra_args=("--package", str(package), "--patch-hash", patch_hash))
+        pk = run_traffic(ps, Path(patched_tree), "package", "aot", backend="eager", **common,
+                         extra_args=("--package", str(package), "--patch-hash", patch_hash)).data
         rows.append(row("package (aot)", pk["passes"]["aot"], pk.get("aot_counters", {}).get("graphs")))
         progress(f"[aot traffic 3/3] patched torch.compile: {calls} calls, then a steady pass")
         with tempfile.TemporaryDirectory(prefix="patchkit-aot-bench-") as cold:  # an empty inductor cache
-            co, _, _ = _run(ps, Path(patched_tree), "patched", "compiled,steady", backend="inductor", **common,
-                            extra_env=inductor_cache_env(Path(cold)))
+            co = run_traffic(ps, Path(patched_tree), "patched", "compiled,steady", backend="inductor", **common,
+                             extra_env=inductor_cache_env(Path(cold))).data
         graphs = sum(co.get("unit_graphs", {}).values())
         rows.append(row("patched compiled, cold pass", co["passes"]["compiled"], graphs))
         rows.append(row("patched compiled, steady pass", co["passes"]["steady"], graphs))

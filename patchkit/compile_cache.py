@@ -92,7 +92,7 @@ def warm(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | None
 
     from .apply import require_applied
     from .provenance import patch_hash
-    from .verify.traffic_report import _run
+    from .verify.traffic_report import run_traffic
 
     if ps.traffic is None:
         raise BadInput(f"{ps.model}: its patch set declares no traffic profile to warm the cache with")
@@ -104,9 +104,9 @@ def warm(ws: Workspace, ps: PatchSet, *, size: str = "tiny", weights: str | None
         saved = Path(tmp) / "artifact.bin"
         env = inductor_cache_env(Path(tmp) / "inductor")
         progress(f"{ps.model} ({size}, {device}): {calls} traffic calls compiled from an empty inductor cache")
-        data, _, _ = _run(ps, ws.patched(ps.model).resolve(), "patched", "compiled", size=size, calls=calls,
-                          seed=seed, weights=weights, device=device, backend="inductor", mode=None, extra_logs=(),
-                          timeout=4 * 3600, extra_env=env, extra_args=("--cache-save", str(saved)))
+        data = run_traffic(ps, ws.patched(ps.model).resolve(), "patched", "compiled", size=size, calls=calls,
+                           seed=seed, weights=weights, device=device, timeout=4 * 3600, extra_env=env,
+                           extra_args=("--cache-save", str(saved))).data
         errors = data["passes"]["compiled"]["errors"]
         if errors:
             raise BadInput(f"warming {ps.model}: call {errors[0]['call']} raised {errors[0]['error']}; nothing saved")

@@ -226,3 +226,11 @@ def subprocess_failure(what: str, returncode: int, stderr: str, label: str) -> S
     lines = [x for x in stderr.strip().splitlines() if x.strip()]
     return SubprocessFailed(f"{what}: exit {returncode}: {one_line(lines[-1]) if lines else 'no output'}{where}",
                             EXIT_INTERNAL, "")
+
+
+class OutsideRange(ValueError):
+    """A call whose shape is outside the package's exported ranges; the message names the range.
+
+    Raised by the runtimes before any program runs (never a crash in compiled code); ``verify --aot``
+    counts these calls as refused, apart from errors.  A ``ValueError``, not a ``PatchkitError``: it is the
+    answer to one call inside a user's process, public as ``patchkit.aot.OutsideRange``."""

@@ -13,16 +13,17 @@ import numpy as np
 import pytest
 
 from patchkit import patches
-from patchkit.aot import OutsideRange
+from patchkit.errors import OutsideRange
 from patchkit.verify import aot_report
 from patchkit.verify.runner import _one_line
+from patchkit.verify.traffic_report import TrafficRun
 
 CALLS = [{"index": i, "batch": 1, "history": h, "horizon": 8, "variates": 1, "samples": 1, "options": {}}
          for i, h in enumerate((64, 200, 300))]
 
 
 def _recorded(package_errors: list[dict], drift: float = 0.0):
-    """A fake ``_run``: upstream eager answers every call; the package raises ``package_errors``."""
+    """A fake ``run_traffic``: upstream eager answers every call; the package raises ``package_errors``."""
     failed = {e["index"] for e in package_errors}
     out = {i: np.linspace(1.0, 2.0, 8) * (i + 1) for i in range(len(CALLS))}
 
@@ -30,19 +31,19 @@ def _recorded(package_errors: list[dict], drift: float = 0.0):
         if passes == "eager":
             data = {"calls": CALLS, "passes": {"eager": {"times_s": [1.0, 2.0, 3.0], "errors": []}},
                     "parameters": 10, "torch_version": "t"}
-            return data, {"eager": {f"{i}.point": a for i, a in out.items()}}, ""
+            return TrafficRun(data, {"eager": {f"{i}.point": a for i, a in out.items()}}, "")
         arrays = {f"{i}.point": a * (1 + drift) for i, a in out.items() if i not in failed}
         times = [float("nan") if i in failed else 0.5 for i in range(len(CALLS))]
         data = {"calls": CALLS, "parameters": 10, "torch_version": "t", "aot_counters": {"graphs": 0},
                 "passes": {"aot": {"times_s": times, "errors": package_errors, "load_s": 0.1,
                                    "program_calls": {"main": 3 - len(failed)}}}}
-        return data, {"aot": arrays}, ""
+        return TrafficRun(data, {"aot": arrays}, "")
 
     return run
 
 
 def _verify(monkeypatch, errors: list[dict], drift: float = 0.0):
-    monkeypatch.setattr(aot_report, "_run", _recorded(errors, drift))
+    monkeypatch.setattr(aot_report, "run_traffic", _recorded(errors, drift))
     record = {"size": "tiny", "device": "cpu", "upstream": {"version": "1"}, "patch_hash": "abc", "programs": {}}
     report, _ = aot_report.verify_aot(patches.get("chronos2"), Path("up"), Path("pa"), Path("p.pt2"),
                                       patch_hash="abc", record=record, calls=3)

@@ -376,6 +376,22 @@ def test_verify_imports_no_cli_api_bench_distribute() -> None:
     assert _violations("verify", ("patchkit.cli", "patchkit.api", "patchkit.bench", "patchkit.distribute")) == []
 
 
+def test_verify_imports_only_the_lowest_patchkit_layers() -> None:
+    """verify's reports and checks use patchkit's errors and patch-set types, nothing above them; only the runner
+    scripts (``runner.py``, ``*_runner.py``: each the entry point of its own subprocess) also load the patch-set
+    registry and the packaged-model runtime they drive.  protocol.py imports nothing of patchkit at all."""
+    def runner(v: str) -> bool:
+        return v.split(" ")[0].endswith(("/runner.py", "_runner.py"))
+
+    lowest = ("patchkit.verify", "patchkit.errors", "patchkit.patchset")
+    bad = [v for v in _violations("verify", ("patchkit",), allowed=lowest) if not runner(v)]
+    bad += [v for v in _violations("verify", ("patchkit",), allowed=(*lowest, "patchkit.patches", "patchkit.aot",
+                                                                      "patchkit.runtime"))
+            if not v.endswith(" imports patchkit")]  # `from patchkit import patches`
+    assert bad == []
+    assert not [m for m in imports(ROOT / "verify" / "protocol.py") if m.startswith("patchkit")]
+
+
 def test_patches_import_no_cli_or_api() -> None:
     assert _violations("patches", ("patchkit.cli", "patchkit.api")) == []
 

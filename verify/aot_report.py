@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from patchkit.aot import OutsideRange
+from patchkit.errors import OutsideRange
 from patchkit.patchset import PatchSet
 
 from .traffic import percentiles
-from .traffic_report import FidelityCheck, _check, _run, fidelity_failure
+from .traffic_report import FidelityCheck, _check, fidelity_failure, run_traffic
 
 #: how a runtime refuses a shape outside the exported ranges, as the runner records it (``Type: message``)
 REFUSED = OutsideRange.__name__
@@ -74,15 +74,14 @@ def verify_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: P
     size, device = record["size"], record["device"]
     weights = record.get("weights_path")
     progress(f"{ps.model} upstream: {calls} calls eager (the reference)")
-    up_data, up_arrays, up_log = _run(ps, Path(upstream_tree).resolve(), "upstream", "eager", size=size, calls=calls,
-                                      seed=seed, weights=weights, device=device, backend="eager", mode=None,
-                                      extra_logs=(), timeout=timeout)
+    up = run_traffic(ps, Path(upstream_tree).resolve(), "upstream", "eager", size=size, calls=calls, seed=seed,
+                     weights=weights, device=device, backend="eager", timeout=timeout)
+    up_data, up_arrays, up_log = up.data, up.arrays, up.log
     progress(f"{ps.model} package {package}: the same calls, no compiling")
-    pk_data, pk_arrays, pk_log = _run(ps, Path(patched_tree).resolve(), "package", "aot", size=size, calls=calls,
-                                      seed=seed, weights=weights, device=device, backend="eager", mode=None,
-                                      extra_logs=(), timeout=timeout,
-                                      extra_args=("--package", str(Path(package).resolve()), "--patch-hash",
-                                                  patch_hash))
+    pk = run_traffic(ps, Path(patched_tree).resolve(), "package", "aot", size=size, calls=calls, seed=seed,
+                     weights=weights, device=device, backend="eager", timeout=timeout,
+                     extra_args=("--package", str(Path(package).resolve()), "--patch-hash", patch_hash))
+    pk_data, pk_arrays, pk_log = pk.data, pk.arrays, pk.log
     aot_pass = pk_data["passes"]["aot"]
     refused, errors = split_refused(aot_pass["errors"])
     skip = {e["index"] for e in refused}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .harness import Series
+from .protocol import Series
 
 
 class DataUnavailable(RuntimeError):

@@ -4,28 +4,20 @@ A harness runs inside a verify subprocess whose ``sys.path`` starts with one
 vendored tree (pristine upstream or patched), so ``import chronos`` (or toto,
 or model) loads that tree.  Harness classes live with their patch set in
 ``patches/`` because they are model knowledge; this module only fixes the
-interface and the data types.
+interface; the data types are in ``protocol.py`` (imported here too, so either spelling works).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from .datasets import standard_series
+from .protocol import SIZES, CallOutput, CompileFn, ExportProgram, Series, Size
 from .traffic import Call, TrafficRanges
-
-#: ``compile_fn(fn, name=None) -> fn``: ``torch.compile`` with some options, or identity for eager.
-#: ``name`` names the compiled unit (for graph budgets); plain ``torch.compile`` partials are accepted
-#: where no name is passed.
-CompileFn = Callable[..., Callable[..., Any]]
-
-Size = Literal["tiny", "real"]
-SIZES: tuple[str, ...] = ("tiny", "real")
-
 
 def eager(fn: Callable[..., Any], name: str | None = None) -> Callable[..., Any]:
     """The identity ``CompileFn``: run eagerly."""
@@ -73,52 +65,6 @@ class Compiler:
                 return getattr(inner, key)
 
         return torch.compile(fn, backend=_Counting(), fullgraph=self.fullgraph, dynamic=self.dynamic)
-
-
-@dataclass(frozen=True)
-class CallOutput:
-    """What one traffic call returned, as arrays verify can compare.
-
-    ``point``: the deterministic outputs (Chronos quantiles, Toto's distribution
-    mean, Kronos's greedy path, ...). ``samples``: sampled paths with the sample
-    axis at ``sample_axis`` (None when the call drew none).
-    """
-
-    point: np.ndarray | None
-    samples: np.ndarray | None = None
-    sample_axis: int = 0
-
-
-@dataclass(frozen=True)
-class Series:
-    """One evaluation series: ``context`` (T,) or (T, F), held-back ``truth`` (H,) or (H, F)."""
-
-    name: str
-    context: np.ndarray
-    truth: np.ndarray
-    source: str  # "synthetic" or where the real data came from
-
-
-@dataclass
-class ExportProgram:
-    """One program of an ahead-of-time package (``patchkit export``).
-
-    ``module`` is called with ``args``; ``dynamic_shapes`` is what
-    ``torch.export.export`` takes; ``ranges`` names each dynamic dimension's
-    bounds (inclusive) for the package record and the runtime's range errors;
-    ``static`` names the sizes this program fixes (e.g. ``{"output_patches": 1}``).
-    """
-
-    name: str
-    module: Any
-    args: tuple
-    dynamic_shapes: Any
-    ranges: dict[str, list[int]]
-    static: dict[str, int]
-    #: trace with Dynamo (``strict=True``): turns upstream's ``assert tensor`` into runtime asserts
-    strict: bool = False
-    #: a context-manager factory entered around the export (e.g. distribution argument validation off)
-    context: Any = None
 
 
 class Harness(ABC):
@@ -242,10 +188,11 @@ class Harness(ABC):
 
     def series(self) -> list[Series]:
         """The evaluation series; default: patchkit's synthetic stress set plus real data."""
-        from .datasets import standard_series
-
         return standard_series(context_length=self.context_length, horizon=self.horizon)
 
     #: evaluation geometry, overridable per model
     context_length: int = 256
     horizon: int = 32
+
+
+__all__ = ["SIZES", "CallOutput", "CompileFn", "Compiler", "ExportProgram", "Harness", "Series", "Size", "eager"]

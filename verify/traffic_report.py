@@ -125,9 +125,24 @@ def _load(path: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def _run(ps: PatchSet, tree: Path, label: str, passes: str, *, size: str, calls: int, seed: int, weights: str | None,
-         device: str, backend: str, mode: str | None, extra_logs: tuple[str, ...], timeout: int,
-         extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()):
+@dataclass(frozen=True)
+class TrafficRun:
+    """One traffic-runner subprocess: its report (``traffic.json``: calls, passes, counters, graphs per unit), the
+    outputs of each pass (``arrays["eager" | "compiled" | "aot"]``: call index -> array; ``arrays["repeats"]``,
+    one such dict per steady repeat) and its log (stderr, with the ``TORCH_LOGS`` output)."""
+
+    data: dict[str, Any]
+    arrays: dict[str, Any]
+    log: str
+
+
+def run_traffic(ps: PatchSet, tree: Path, label: str, passes: str, *, size: str = "tiny", calls: int = 24,
+                seed: int = 0, weights: str | None = None, device: str = "cpu", backend: str = "inductor",
+                mode: str | None = None, extra_logs: tuple[str, ...] = (), timeout: int = 7200,
+                extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> TrafficRun:
+    """Run the traffic profile over ``tree`` (pristine or patched) in a fresh process: ``passes`` is a comma list of
+    ``eager``, ``compiled``, ``steady`` and ``aot``; ``label`` names the run in logs and errors.  The one way
+    verify, bench and the compile cache drive a model's traffic."""
     logs = ",".join(dict.fromkeys((*ALWAYS_LOGS, *extra_logs)))
     with tempfile.TemporaryDirectory(prefix=f"patchkit-traffic-{label}-") as tmp:
         out = Path(tmp) / "out"
@@ -144,7 +159,7 @@ def _run(ps: PatchSet, tree: Path, label: str, passes: str, *, size: str, calls:
         data = json.loads((out / "traffic.json").read_text())
         arrays = {name: _load(out / f"{name}.npz") for name in ("eager", "compiled", "aot")}
         arrays["repeats"] = [_load(p) for p in sorted(out.glob("repeat*.npz"), key=lambda p: int(p.stem[6:]))]
-    return data, arrays, proc.stderr
+    return TrafficRun(data, arrays, proc.stderr)
 
 
 def _variant(label: str, data: dict, log: str, tree: Path, spec: TrafficSpec | None) -> TrafficVariant:
@@ -246,9 +261,9 @@ def compare_eager(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size
     spec = ps.traffic or TrafficSpec(graph_budget={})
     got = {}
     for label, tree in (("upstream", upstream_tree), ("patched", patched_tree)):
-        data, arrays, _ = _run(ps, Path(tree).resolve(), label, "eager", size=size, calls=calls, seed=seed,
-                               weights=weights, device=device, backend="inductor", mode=None, extra_logs=(),
-                               timeout=timeout)
+        run = run_traffic(ps, Path(tree).resolve(), label, "eager", size=size, calls=calls, seed=seed,
+                          weights=weights, device=device, timeout=timeout)
+        data, arrays = run.data, run.arrays
         errors = data["passes"]["eager"]["errors"]
         if errors:
             raise BadInput(f"{label} eager call {errors[0]['call']} raised {errors[0]['error']}")
@@ -263,23 +278,23 @@ def compare_eager(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size
 
 def run_upstream(ps: PatchSet, upstream_tree: Path, *, size: str = "tiny", calls: int = 24, seed: int = 0,
                  weights: str | None = None, device: str = "cpu", analysis_backend: str = "eager",
-                 extra_logs: tuple[str, ...] = (), timeout: int = 7200, progress=lambda msg: None) -> tuple:
+                 extra_logs: tuple[str, ...] = (), timeout: int = 7200, progress=lambda msg: None) -> TrafficRun:
     """The upstream variant of ``verify_traffic``: the profile eagerly (the reference outputs), then compiled with
-    the analysis backend.  Returns ``(data, arrays, log)``."""
+    the analysis backend."""
     progress(f"{ps.model} upstream: {calls} calls eager, then compiled with the {analysis_backend} backend")
-    return _run(ps, Path(upstream_tree).resolve(), "upstream", "eager,compiled", size=size, calls=calls, seed=seed,
-                weights=weights, device=device, backend=analysis_backend, mode=None, extra_logs=extra_logs,
-                timeout=timeout)
+    return run_traffic(ps, Path(upstream_tree).resolve(), "upstream", "eager,compiled", size=size, calls=calls,
+                       seed=seed, weights=weights, device=device, backend=analysis_backend, extra_logs=extra_logs,
+                       timeout=timeout)
 
 
 def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstream_version: str, *,
                    size: str = "tiny", calls: int = 24, seed: int = 0, weights: str | None = None,
                    device: str = "cpu", mode: str | None = None, analysis_backend: str = "eager",
                    patched_backend: str = "inductor", extra_logs: tuple[str, ...] = (), timeout: int = 7200,
-                   repeats: int = 2, load: int = 0, upstream_run: tuple | None = None,
+                   repeats: int = 2, load: int = 0, upstream_run: TrafficRun | None = None,
                    progress=lambda msg: None) -> tuple[TrafficReport, dict[str, str]]:
-    """Upstream vs patched over the traffic profile.  ``upstream_run``: the upstream variant's ``(data, arrays,
-    log)`` from an earlier call with the same tree, size, calls, seed, weights, device and analysis backend
+    """Upstream vs patched over the traffic profile.  ``upstream_run``: the upstream variant's run from an earlier
+    call with the same tree, size, calls, seed, weights, device and analysis backend
     (``run_upstream``): two patched variants checked against one upstream run need not run it twice."""
     spec = ps.traffic
     if spec is None:
@@ -301,16 +316,16 @@ def verify_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, upstre
         upstream_run = run_upstream(ps, up_tree, size=size, calls=calls, seed=seed, weights=weights, device=device,
                                     analysis_backend=analysis_backend, extra_logs=extra_logs, timeout=timeout,
                                     progress=progress)
-    up_data, up_arrays, up_log = upstream_run
+    up_data, up_arrays, up_log = upstream_run.data, upstream_run.arrays, upstream_run.log
     if (up_data["seed"], len(up_data["calls"]), up_data["size"]) != (seed, calls, size):
         raise ValueError("upstream_run comes from another profile (seed, calls or size)")
     progress(f"{ps.model} patched: {calls} calls eager, compiled ({patched_backend}{f', {mode}' if mode else ''}), "
              f"then a steady pass under fail_on_recompile and {repeats} more over the eager data"
              + (f" beside {load} busy process(es)" if load else ""))
-    pa_data, pa_arrays, pa_log = _run(ps, pa_tree, "patched", "eager,compiled,steady", size=size, calls=calls,
-                                      seed=seed, weights=weights, device=device, backend=patched_backend, mode=mode,
-                                      extra_logs=extra_logs, timeout=timeout,
-                                      extra_args=("--repeats", str(repeats), "--load", str(load)))
+    patched = run_traffic(ps, pa_tree, "patched", "eager,compiled,steady", size=size, calls=calls, seed=seed,
+                          weights=weights, device=device, backend=patched_backend, mode=mode, extra_logs=extra_logs,
+                          timeout=timeout, extra_args=("--repeats", str(repeats), "--load", str(load)))
+    pa_data, pa_arrays, pa_log = patched.data, patched.arrays, patched.log
     up = _variant("upstream", up_data, up_log, up_tree, None)  # budgets bind the patched tree only
     pa = _variant("patched", pa_data, pa_log, pa_tree, spec)
     call_list = pa_data["calls"]

@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from patchkit.aot import OutsideRange
-from patchkit.verify.harness import ExportProgram
+from patchkit.errors import OutsideRange
+from patchkit.verify.protocol import ExportProgram
 
 #: largest batch the programs accept (Chronos2Pipeline.predict batches 256 series by default)
 MAX_BATCH = 1024

@@ -17,7 +17,8 @@ from patchkit.codemods.base import (
     PAD_SINGLE_ROW_HELPER,
 )
 from patchkit.patchset import is_a
-from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series
+from patchkit.verify.harness import Harness
+from patchkit.verify.protocol import CallOutput, CompileFn, Series
 from patchkit.verify.traffic import TrafficRanges
 
 #: amazon/chronos-2 as published (d_model 768, 12 layers, 12 heads; 119,477,664 parameters)

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from patchkit.aot import OutsideRange
-from patchkit.verify.harness import ExportProgram
+from patchkit.errors import OutsideRange
+from patchkit.verify.protocol import ExportProgram
 
 MAX_BATCH = 4096  # predict_batch folds sample_count into the batch
 

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from patchkit.patchset import is_a
-from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series, eager
+from patchkit.verify.harness import Harness, eager
+from patchkit.verify.protocol import CallOutput, CompileFn, Series
 from patchkit.verify.traffic import TrafficRanges
 
 #: Tiny configuration used with random weights (same keyword names as upstream).

@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from patchkit.aot import OutsideRange
-from patchkit.verify.harness import ExportProgram
+from patchkit.errors import OutsideRange
+from patchkit.verify.protocol import ExportProgram
 
 MAX_BATCH = 4096  # TotoForecaster folds samples_per_batch into the batch
 MAX_VARIATES = 256

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from patchkit.patchset import is_a
-from patchkit.verify.harness import CallOutput, CompileFn, Harness, Series
+from patchkit.verify.harness import Harness
+from patchkit.verify.protocol import CallOutput, CompileFn, Series
 from patchkit.verify.traffic import TrafficRanges
 
 #: Toto-Open-Base-1.0 as published (151,306,080 parameters); SDPA attention (xFormers is GPU-only)
