@@ -312,6 +312,20 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
         package = self.context.scratch.get(PACKAGE_KEY, self.context.full_package_name)
         return add_helper_imports(tree, self._helper_imports, helpers_level(package))
 
+    def clone_after(self, stmt: cst.BaseStatement, original: cst.BaseStatement, following: cst.BaseStatement | None,
+                    names: list[str], what: str) -> list[cst.BaseStatement]:
+        """``stmt`` followed by ``name = name.clone()`` for each of ``names`` (names it binds from a compiled call)
+        that the next statement does not already clone; each site recorded as applied or already fixed against
+        ``original``, with ``what`` naming the call (``"the compiled call"``)."""
+        out = [stmt]
+        for name in names:
+            if following is not None and is_clone_of(following, name):
+                self.record_already(original, f"`{name}` already cloned after {what}")
+                continue
+            out.append(clone_line(name))
+            self.record(original, f"clone `{name}` after {what}")
+        return out
+
     def visit_Module(self, node: cst.Module) -> None:
         self._top_imports = {
             cst.Module([]).code_for_node(alias.name)

@@ -7,7 +7,7 @@ from typing import Any
 import libcst as cst
 import libcst.matchers as m
 
-from .base import StepCallCodemod, clone_line, is_clone_of, target_names
+from .base import StepCallCodemod, target_names
 
 
 class CloneStepOutput(StepCallCodemod):
@@ -61,15 +61,8 @@ class CloneStepOutput(StepCallCodemod):
         body = list(updated_node.body)
         originals = list(original_node.body)
         out: list[cst.BaseStatement] = []
-        changed = False
         for i, stmt in enumerate(body):
-            out.append(stmt)
-            for name in self._bound(originals[i]):
-                following = body[i + 1] if i + 1 < len(body) else None
-                if following is not None and is_clone_of(following, name):
-                    self.record_already(originals[i], f"`{name}` already cloned after the compiled call")
-                    continue
-                out.append(clone_line(name))
-                self.record(originals[i], f"clone `{name}` after the compiled call")
-                changed = True
+            following = body[i + 1] if i + 1 < len(body) else None
+            out += self.clone_after(stmt, originals[i], following, self._bound(originals[i]), "the compiled call")
+        changed = len(out) != len(body)
         return updated_node.with_changes(body=out) if changed else updated_node

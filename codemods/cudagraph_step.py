@@ -8,7 +8,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.codemod.visitors import AddImportsVisitor
 
-from .base import PatchkitCodemod, clone_line, is_clone_of, target_names
+from .base import PatchkitCodemod, target_names
 
 _MARK_STEP = "torch.compiler.cudagraph_mark_step_begin()"
 _MARK_STEP_CALL = m.Call(
@@ -113,15 +113,10 @@ class CudagraphStep(PatchkitCodemod):
                 # the mark takes the first line; the old first statement keeps its comments
                 out[0] = out[0].with_changes(leading_lines=stmt.leading_lines)  # type: ignore[union-attr]
                 stmt = stmt.with_changes(leading_lines=[])  # type: ignore[union-attr]
-            out.append(stmt)
-            for name in self._cloned_names(stmt):
-                following = body[i + 1] if i + 1 < len(body) else None
-                if following is not None and is_clone_of(following, name):
-                    self.record_already(originals[i], f"`{name}` already cloned after its step call")
-                    continue
-                out.append(clone_line(name))
-                self.record(originals[i], f"clone `{name}` after its step call")
-                changed = True
+            following = body[i + 1] if i + 1 < len(body) else None
+            cloned = self.clone_after(stmt, originals[i], following, self._cloned_names(stmt), "its step call")
+            changed = changed or len(cloned) > 1
+            out += cloned
         if not changed:
             return updated_node
         AddImportsVisitor.add_needed_import(self.context, "torch")
