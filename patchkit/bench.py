@@ -183,35 +183,6 @@ def _short(r: BenchRow) -> str:
             f"breaks {r.graph_breaks}, recompiles {r.recompiles}")
 
 
-def _table(header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
-    """One table's lines: Markdown, or plain columns padded to their widest cell."""
-    if markdown:
-        return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |"
-                                                                                for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
-
-
-def render_table(rep: BenchReport, markdown: bool = False) -> str:
-    header = ["variant", "mode", "dtype", "first call s", "median ms", "IQR ms", "graphs", "breaks",
-              "recompiles", "peak MB", "MAE diff"]
-    rows = []
-    for r in rep.rows:
-        mode = r.mode + (" (warm cache)" if r.warm_start else "")
-        if r.status != "ok":
-            rows.append([r.variant, mode, r.dtype, r.status, r.note[:60], "", "", "", "", "", ""])
-            continue
-        rows.append([r.variant, mode, r.dtype, f"{r.first_call_s:.2f}", f"{r.median_s * 1000:.1f}",
-                     f"{r.spread_s * 1000:.1f}", str(r.graphs), str(r.graph_breaks), str(r.recompiles),
-                     f"{r.peak_mem_mb:.0f}", "-" if r.mae_diff is None else f"{r.mae_diff:.1e}"])
-    params = f" ({rep.parameters:,} parameters)" if rep.parameters else ""
-    title = (f"{rep.model} {rep.upstream_version[:12]} | size {rep.size}{params} | torch {rep.torch_version} | "
-             f"device {rep.device} | batch {rep.batch} | {rep.runs} timed runs | {rep.date}")
-    if markdown:
-        return "\n".join([title, "", *_table(header, rows, True)]) + "\n"
-    return "\n".join([title, *_table(header, rows, False), *rep.notes]) + "\n"
-
-
 def plot(rep: BenchReport, path: Path) -> None:
     import matplotlib
 
@@ -356,21 +327,6 @@ def bench_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size
                              "repeating at steady compiled cost after its first pass")
 
 
-def render_traffic(t: TrafficBench, markdown: bool = False) -> str:
-    header = ["variant", "mode", f"profile total s ({t.calls} calls)", "steady p50 ms", "graphs", "errors"]
-    rows = [[r.variant, r.mode, f"{r.total_s:.1f}", "-" if r.steady_p50_s is None else f"{r.steady_p50_s * 1000:.1f}",
-             "-" if r.graphs is None else str(r.graphs), str(r.errors)] for r in t.rows]
-
-    def fmt(n: int | None) -> str:
-        return "never" if n is None else str(n)
-
-    tail = [f"break-even vs upstream eager: cold {fmt(t.break_even_cold)} calls, warm {fmt(t.break_even_warm)} calls, "
-            f"saved artifact {fmt(t.break_even_artifact)} calls; "
-            f"vs patched eager: cold {fmt(t.break_even_cold_vs_patched_eager)}, "
-            f"warm {fmt(t.break_even_warm_vs_patched_eager)}", t.note]
-    return "\n".join(_table(header, rows, markdown) + ([""] if markdown else []) + tail) + "\n"
-
-
 # -- ahead-of-time package: what a restarted service pays, and the steady latency it then gets ----------
 @dataclass(frozen=True)
 class AotRow:
@@ -458,24 +414,3 @@ def bench_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: Pa
                     _dt.date.today().isoformat(), str(package), package.stat().st_size / 1e6,
                     {n: t["export_s"] + t["compile_s"] for n, t in record.get("timings", {}).items()}, fresh,
                     calls if traffic else 0, seed, rows)
-
-
-def render_aot(b: AotBench, markdown: bool = False) -> str:
-    f = b.fresh
-    head = (f"{b.model} size {b.size} ({b.parameters:,} parameters), torch {b.torch_version}, {b.device}, {b.date}; "
-            f"package {b.package_mb:.0f} MB, exported in "
-            + ", ".join(f"{n} {s:.0f} s" for n, s in b.export_s.items()))
-    setup = "".join(f", {k.removesuffix('_s').replace('_', ' ')} {v:.2f} s" for k, v in f.get("setup", {}).items())
-    fresh = [["aot-load", f"{f['load_s']:.2f}", f"{f['start_to_loaded_s']:.2f}", "load_package: record check, "
-              "every program loaded"],
-             ["first forecast", f"{f['first_forecast_s']:.2f}", f"{f['start_to_first_forecast_s']:.2f}",
-              f"right after loading, upstream entry point; Dynamo graphs {f['graphs']}{setup}"]]
-    header = ["row", "s", "s from process start", "what"]
-    t_header = ["traffic", "calls run", "p50 ms", "p95 ms", "total s", "graphs", "errors", "refused (outside ranges)"]
-    t_rows = [[r.name, str(r.calls), f"{r.p50_s * 1e3:.1f}", f"{r.p95_s * 1e3:.1f}", f"{r.total_s:.2f}",
-               "-" if r.graphs is None else str(r.graphs), str(r.errors), str(r.refused)] for r in b.rows]
-    out = [head, ""] + _table(header, fresh, markdown)
-    if b.rows:
-        out += ["", f"traffic profile (seed {b.seed}) through the upstream entry point, each variant in its own "
-                    "process; package total excludes its load"] + _table(t_header, t_rows, markdown)
-    return "\n".join(out) + "\n"

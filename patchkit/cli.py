@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from . import api, errors
+from . import api, errors, render
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -259,18 +259,16 @@ def verify(opts: Options, model: str, logs: str, json_path: Path | None, size: s
         if traffic or size != "tiny" or weights or mode != "default" or backend or load:
             raise click.UsageError("--aot takes its size, weights and device from the package record; it combines "
                                    "only with --calls, --seed and --json")
-        from .verify.aot_report import render as render_aot
 
         report, _ = api.verify_aot(model, aot_package, root=opts.root, calls=calls, seed=seed,
-                                   json_path=json_path, progress=progress, on_report=shown(render_aot))
+                                   json_path=json_path, progress=progress, on_report=shown(render.aot))
     elif traffic:
-        from .verify.traffic_report import render as render_traffic
 
         report, _ = api.verify_traffic(model, root=opts.root, size=size, calls=calls, seed=seed, weights=weights,
                                        device=device, mode=None if mode == "default" else mode,
                                        analysis_backend=backend or "eager", logs=extra, repeats=repeats,
                                        load=load, json_path=json_path,
-                                       progress=progress, on_report=shown(render_traffic))
+                                       progress=progress, on_report=shown(render.traffic))
     else:
         if mode != "default":
             raise click.UsageError("--mode applies to --traffic runs")
@@ -278,7 +276,7 @@ def verify(opts: Options, model: str, logs: str, json_path: Path | None, size: s
             raise click.UsageError("--load applies to --traffic runs")
 
         def show(report, raw) -> None:
-            click.echo(render_verify(report, extra, opts.verbose, raw))
+            click.echo(render.verify(report, extra, opts.verbose, raw))
 
         report, _ = api.verify(model, root=opts.root, weights=weights, logs=extra, json_path=json_path,
                                tolerance=tolerance, backend=backend or "inductor", size=size, device=device,
@@ -333,7 +331,7 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
 
     def shown(r) -> None:
         if not matrix:
-            click.echo(upgrade.render_markdown(r))
+            click.echo(render.upgrade(r))
         else:
             click.echo(f"{model} {r.target}: {r.verdict}", err=True)
 
@@ -343,11 +341,11 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
     if matrix:
         torch_version = next((r.torch_version for r in reports if r.torch_version), "")
         click.echo(f"{model} upgrade matrix (torch {torch_version}, device cpu, pinned {pinned})")
-        click.echo(upgrade.render_matrix(reports, markdown=False))
+        click.echo(render.upgrade_matrix(reports, markdown=False))
     if json_path:
         upgrade.dump_json(reports if matrix else reports[0], json_path)
     if md_path:
-        md_path.write_text(upgrade.render_matrix(reports) if matrix else upgrade.render_markdown(reports[0]))
+        md_path.write_text(render.upgrade_matrix(reports) if matrix else render.upgrade(reports[0]))
     codes = {r.exit_code for r in reports}
     for code in (errors.EXIT_DRIFT, errors.EXIT_VERIFY_FAILED, errors.EXIT_ENVIRONMENT):  # most telling first
         if code in codes:
@@ -400,17 +398,15 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
     import torch
 
     if aot_package is not None:
-        from . import bench as bench_mod
-
         if plot_path:
             raise errors.BadInput("--plot is for the compile-mode rows, not --aot")
         ab = api.bench_aot(model, aot_package, root=opts.root, traffic=traffic, calls=calls, seed=seed,
                            progress=opts.notes(""))
-        click.echo(bench_mod.render_aot(ab))
+        click.echo(render.bench_aot(ab))
         if json_path:
             json_path.write_text(json.dumps(ab.to_json(), indent=2) + "\n")
         if md_path:
-            md_path.write_text(bench_mod.render_aot(ab, markdown=True))
+            md_path.write_text(render.bench_aot(ab, markdown=True))
         return
 
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -420,14 +416,14 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
                     seed=seed, progress=opts.notes(""))
     from . import bench as bench_mod
 
-    click.echo(bench_mod.render_table(rep))
+    click.echo(render.bench(rep))
     if rep.traffic:
-        click.echo(bench_mod.render_traffic(rep.traffic))
+        click.echo(render.bench_traffic(rep.traffic))
     if json_path:
         json_path.write_text(json.dumps(rep.to_json(), indent=2) + "\n")
     if md_path:
-        md_path.write_text(bench_mod.render_table(rep, markdown=True)
-                           + ("\n" + bench_mod.render_traffic(rep.traffic, markdown=True) if rep.traffic else ""))
+        md_path.write_text(render.bench(rep, markdown=True)
+                           + ("\n" + render.bench_traffic(rep.traffic, markdown=True) if rep.traffic else ""))
     if plot_path:
         bench_mod.plot(rep, plot_path)
         click.echo(f"plot written to {plot_path}")
@@ -639,43 +635,6 @@ def status(opts: Options, models: tuple[str, ...], as_json: bool) -> None:
         click.echo(f"{r.model:9s} {r.state:20s} {ver}" + (f" from {r.location}" if r.location else "")
                    + (f"; {verdicts}" if verdicts else "; verify: no record for this patch set" if r.patched else "")
                    + (f" ({r.detail})" if r.detail else ""))
-
-
-def render_verify(report, shown_logs: tuple[str, ...], verbose: bool, raw: dict[str, str]) -> str:
-    lines = [f"{report.model} {report.upstream_version} | torch {report.torch_version} | device {report.device} | "
-             f"analysis backend {report.analysis_backend}, forecasts inductor",
-             f"workload: {report.patched.describe.get('workload', '')}",
-             f"weights: {report.patched.describe.get('weights', '')}",
-             "",
-             f"{'variant':10s} {'breaks':>7s} {'recompiles':>10s} {'graphs':>7s} {'fullgraph':>9s} "
-             f"{'steady state':>12s}  limit-hit"]
-    for v in (report.upstream, report.patched):
-        lines.append(f"{v.label:10s} {v.graph_breaks:7d} {v.recompiles:10d} {v.graphs:7d} "
-                     f"{'ok' if v.fullgraph_ok else 'FAIL':>9s} {'ok' if v.steady_state_ok else 'recompiles':>12s}  "
-                     f"{'YES' if v.recompile_limit_hit else 'no'}")
-    for v in (report.upstream, report.patched):
-        if "graph_breaks" in shown_logs and v.break_sites:
-            lines.append(f"\n{v.label} graph breaks (TORCH_LOGS=graph_breaks):")
-            for s in v.break_sites:
-                lines.append(f"  {s['count']:3d}x {s['site']} in {s['function'] or '?'}: {s['reason']}")
-        if "recompiles" in shown_logs and v.recompile_sites:
-            lines.append(f"\n{v.label} recompiles (TORCH_LOGS=recompiles):")
-            for s in v.recompile_sites:
-                lines.append(f"  {s['count']:3d}x {s['function']} at {s['site']}: {s['reason']}")
-        if not v.fullgraph_ok and v.label == "patched":
-            lines.append(f"  fullgraph=True: {v.fullgraph_error}")
-    if report.mae is not None:
-        m = report.mae
-        lines += ["", f"forecast MAE / std(context), mean over {len(m.per_series)} series "
-                      f"({sum(r['source'] != 'synthetic' for r in m.per_series)} real):",
-                  f"  upstream eager {m.upstream_eager:.6g} | patched compiled {m.patched_compiled:.6g} | "
-                  f"diff {m.abs_diff:.3g} | max pred diff {m.max_abs_pred_diff:.3g} (tolerance {m.tolerance:g})"]
-    if verbose:
-        for label, text in raw.items():
-            lines += ["", f"--- {label} stderr ---", text]
-    lines.append("")
-    lines.append("OK" if report.ok else "FAILED: " + "; ".join(report.failures))
-    return "\n".join(lines)
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -14,7 +14,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .bench import BenchReport, BenchRow, _table, render_table
+from .bench import BenchReport, BenchRow
+from .render import table
+from .render import bench as render_table
 from .verify.summary import worst_element
 
 KINDS = ("verify", "traffic", "bench")
@@ -181,7 +183,7 @@ def render_markdown(paths: list[Path], out: Path) -> str:
         for items_ in groups.values():
             lines += [_heading([r for _, r in items_]), ""]
             rows = _verify_rows(items_, base) if k == "verify" else _traffic_rows(items_, base)
-            lines += [*_table(HEADERS[k], rows, True), ""]
+            lines += [*table(HEADERS[k], rows, True), ""]
     off_pin = sorted({(r["model"], r.get("upstream_version", ""), _pin(r["model"]) or "")
                       for k in KINDS for _, r in by_kind[k] if "(not the pin" in _version(r)})
     if off_pin:

@@ -15,6 +15,7 @@ import pytest
 from patchkit import patches
 from patchkit.errors import OutsideRange
 from patchkit.verify import aot_report
+from patchkit import render
 from patchkit.verify.runner import _one_line
 from patchkit.verify.traffic_report import TrafficRun
 
@@ -61,7 +62,7 @@ def test_a_call_outside_the_ranges_is_refused_not_failed(monkeypatch):
     (check,) = report.fidelity
     assert check.calls == 2 and check.worst_rel == 0.0
     assert report.latency["upstream_eager"]["calls"] == 2  # the refused call's eager time is not compared
-    assert "refused as outside the package's ranges: 1 of 3 calls" in aot_report.render(report)
+    assert "refused as outside the package's ranges: 1 of 3 calls" in render.aot(report)
 
 
 @pytest.mark.parametrize("err", [ValueError("outside the package's range"), RuntimeError("boom")])

@@ -152,7 +152,8 @@ def test_break_even_counts_calls_until_compiled_has_cost_less():
 
 @pytest.mark.slow
 def test_bench_traffic_row_cold_then_warm_cache(tmp_path: Path, fixture_env):
-    from patchkit.bench import bench_traffic, render_traffic
+    from patchkit.bench import bench_traffic
+    from patchkit.render import bench_traffic as render_traffic
 
     up = traffic_fixture.write_tree(tmp_path / "up", "upstream")
     pa = traffic_fixture.write_tree(tmp_path / "pa", "patched")

@@ -11,7 +11,7 @@ from pathlib import Path
 import libcst as cst
 import pytest
 
-from patchkit import errors, patches, upgrade
+from patchkit import errors, patches, render, upgrade
 from patchkit.codemods import REGISTRY, PatchkitCodemod
 from patchkit.patchset import Package, PatchSet, PipSource, Step, UpstreamTests
 
@@ -97,7 +97,7 @@ def test_matrix_cells_follow_the_code(tmp_path: Path):
         upgrade.upgrade_check(FAKE, v, archive=sdist(tmp_path, v, src), verify=False, upstream_tests=False)
         for v, src in (("1.0", GUARDED), ("1.1", ALREADY_FIXED), ("2.0", DRIFTED))
     ]
-    table = upgrade.render_matrix(reports)
+    table = render.upgrade_matrix(reports)
     lines = table.strip().splitlines()
     assert lines[0].startswith("| version | isnan-guard |")
     assert [line.split(" | ")[1] for line in lines[2:]] == ["applied model.py:7", "already-fixed model.py:7", "drifted"]
@@ -233,9 +233,9 @@ def test_baseline_failures_are_not_regressions_and_conflicts_are_named(tmp_path:
     assert any(c.startswith("1.0 requires torch<1, installed ") for c in conflicts), conflicts
     assert "1.0 requires fakecast-missing-dependency>=1, not installed" in conflicts
     assert not any("docs" in c or "pytest" in c for c in conflicts)  # extras and satisfied ones are not conflicts
-    md = upgrade.render_markdown(r)
+    md = render.upgrade(r)
     assert "**SAFE-WITH-BASELINE-FAILURES**" in md and "1 × `" in md
-    assert upgrade._tests(r) == "2 passed, 0 regressed, 1 fail on pristine too"
+    assert render._tests(r) == "2 passed, 0 regressed, 1 fail on pristine too"
 
 
 def test_a_harmful_step_is_a_regression(tmp_path: Path, monkeypatch):

@@ -126,28 +126,3 @@ def verify_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: P
         call_errors=errors, refused=refused, fidelity=fidelity, ok=not failures, failures=failures,
     )
     return report, {"upstream": up_log, "package": pk_log}
-
-
-def render(r: AOTReport) -> str:
-    lines = [f"{r.model} {r.upstream_version[:12]} | package {r.package} | patch set {r.patch_hash} | size {r.size} "
-             f"({r.parameters:,} parameters) | torch {r.torch_version} | device {r.device}"]
-    for name, prog in r.programs.items():
-        ranges = ", ".join(f"{k} {lo}..{hi}" for k, (lo, hi) in prog["ranges"].items())
-        fixed = ", ".join(f"{k} = {v}" for k, v in prog["static"].items())
-        lines.append(f"  program {name}: {ranges}{'; ' + fixed if fixed else ''}")
-    lines.append(f"{len(r.calls)} calls through the upstream entry point; package loaded in {r.load_s:.2f} s; "
-                 f"Dynamo graphs in the package's process: {r.dynamo.get('graphs', 0)}")
-    lines.append("program calls: " + ", ".join(f"{k} {v}" for k, v in r.program_calls.items()))
-    if r.refused:
-        lines.append(f"refused as outside the package's ranges: {len(r.refused)} of {len(r.calls)} calls "
-                     "(not compared; upstream accepts them)")
-        lines += [f"  {e['call']}: {e['error'].removeprefix(REFUSED + ': ')}" for e in r.refused[:5]]
-    up, pk = r.latency["upstream_eager"], r.latency["package"]
-    if pk["calls"]:
-        lines.append(f"latency p50: package {pk['p50_s'] * 1e3:.1f} ms, upstream eager {up['p50_s'] * 1e3:.1f} ms")
-    for c in r.fidelity:
-        lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.what}: worst {c.worst_rel:.2g} (bound {c.bound:g}) over "
-                     f"{c.calls} calls")
-    lines.append("")
-    lines.append("OK" if r.ok else "FAILED:\n" + "\n".join(f"  - {f}" for f in r.failures))
-    return "\n".join(lines)
