@@ -17,7 +17,8 @@ from libcst.codemod import CodemodContext
 
 from patchkit import patches
 from patchkit.codemods import REGISTRY
-from patchkit.verify.harness import Harness
+from patchkit.verify.harness import Harness, require
+from patchkit.verify.protocol import Exportable, TrafficServing
 
 MODELS = patches.names()
 
@@ -64,3 +65,32 @@ def test_the_patch_set_and_harness_import_without_the_upstream(model: str) -> No
     code = (f"import sys; import patchkit.patches.{model}.harness; "
             f"assert not [m for m in {list(ps.provides)!r} if m in sys.modules]")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_harness_has_the_capabilities_the_patch_set_promises(model: str) -> None:
+    """A traffic budget needs a harness that serves traffic; an ``aot_runtime`` one that exports."""
+    ps = patches.get(model)
+    harness = _resolve(ps.harness)
+    assert issubclass(harness, TrafficServing) == (ps.traffic is not None)
+    assert issubclass(harness, Exportable) == bool(ps.aot_runtime)
+
+
+def test_a_harness_without_a_capability_is_refused_by_name(tmp_path: Path) -> None:
+    class Minimal(Harness):
+        model = "minimal"
+
+        def describe(self):
+            return {}
+
+        def workload(self, compile_fn):
+            return None
+
+        def forecast(self, series, compile_fn):
+            return []
+
+    h = Minimal(tmp_path)
+    with pytest.raises(NotImplementedError, match="minimal harness has no traffic entry point"):
+        require(h, TrafficServing)
+    with pytest.raises(NotImplementedError, match="minimal harness has no ahead-of-time export yet"):
+        require(h, Exportable)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from patchkit.verify.traffic import Call, TrafficRanges, compare, compare_distribution, profile
-from patchkit.verify.traffic_report import _check, fidelity_failure, render, verify_traffic
+from patchkit.render import traffic as render
+from patchkit.verify.traffic_report import _check, fidelity_failure, verify_traffic
 
 from . import traffic_fixture
 from .conftest import REPO

@@ -17,6 +17,8 @@ import json
 import time
 from pathlib import Path
 
+from .harness import require
+from .protocol import Exportable
 from .runner import _phase, entry, setup
 
 #: the record's name inside the archive (``extra/`` is the PT2 archive's folder for extra files)
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.export.pt2_archive._package import package_pt2
 
     record = json.loads(Path(args.record).read_text())
-    programs = harness.export_programs()
+    programs = require(harness, Exportable).export_programs()
     files: dict[str, list] = {}
     timings: dict[str, dict[str, float]] = {}
     for prog in programs:

@@ -16,8 +16,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from .datasets import standard_series
-from .protocol import SIZES, CallOutput, CompileFn, ExportProgram, Series, Size
-from .traffic import Call, TrafficRanges
+from .protocol import SIZES, CallOutput, CompileFn, Exportable, ExportProgram, Series, Size, TrafficServing
 
 def eager(fn: Callable[..., Any], name: str | None = None) -> Callable[..., Any]:
     """The identity ``CompileFn``: run eagerly."""
@@ -68,6 +67,11 @@ class Compiler:
 
 
 class Harness(ABC):
+    """What every model harness does: build the model at a size, describe it, drive its hazard path
+    (``workload``) and forecast evaluation series.  What only some harnesses do is a protocol of its own
+    (``protocol.TrafficServing``: ``verify --traffic`` and the bench traffic row; ``protocol.Exportable``:
+    ``export`` and ``verify --aot``); ``require(harness, capability)`` refuses a harness without it."""
+
     #: registry name of the model (matches its patch set)
     model: str = ""
     #: model sizes this harness builds: "tiny" (tests, fast) and "real" (the published architecture)
@@ -82,36 +86,6 @@ class Harness(ABC):
         if size not in self.sizes:
             raise ValueError(f"{self.model} harness builds sizes {', '.join(self.sizes)}, not {size!r}")
         self.size = size
-
-    # -- traffic (``verify --traffic``, ``bench`` traffic row) -----------------
-    def traffic_ranges(self) -> TrafficRanges:
-        """Where this model's traffic calls are drawn from, at ``self.size``."""
-        raise NotImplementedError(f"{self.model} harness has no traffic profile")
-
-    def serve(self, compile_fn: CompileFn) -> Callable[[Call, int], CallOutput]:
-        """Build the users' entry point once (compiling its units with ``compile_fn``, each with a
-        ``name=``) and return ``handle(call, data_seed) -> CallOutput``.
-
-        ``handle`` makes the call's input data from ``data_seed`` alone (the same seed gives the same
-        data in every variant and process) and drives the upstream's public inference API.  Verify
-        seeds torch's global RNG with ``data_seed`` right before each call, so sampled paths are
-        reproducible.
-        """
-        raise NotImplementedError(f"{self.model} harness has no traffic entry point")
-
-    # -- ahead-of-time packages (``patchkit export``, ``verify --aot``) ------------
-    def export_programs(self) -> list[ExportProgram]:
-        """The compiled units to export, each with dynamic dims bounded by the model's real limits."""
-        raise NotImplementedError(f"{self.model}: no ahead-of-time export yet")
-
-    def export_config(self) -> dict[str, Any]:
-        """What the runtime needs besides the programs to rebuild the users' entry point (a model config)."""
-        raise NotImplementedError(f"{self.model}: no ahead-of-time export yet")
-
-    def serve_aot(self, package: Any) -> Callable[[Call, int], CallOutput]:
-        """``serve`` for a loaded package (``patchkit.runtime.load_package``): the same calls, run by the
-        package through the upstream-style object it builds."""
-        raise NotImplementedError(f"{self.model}: no ahead-of-time export yet")
 
     def parameter_count(self) -> int:
         """Parameters of the model(s) built; reported with the size."""
@@ -195,4 +169,13 @@ class Harness(ABC):
     horizon: int = 32
 
 
-__all__ = ["SIZES", "CallOutput", "CompileFn", "Compiler", "ExportProgram", "Harness", "Series", "Size", "eager"]
+def require(harness: Harness, capability: type) -> Any:
+    """``harness`` when it implements ``capability`` (``TrafficServing`` or ``Exportable``); else
+    ``NotImplementedError`` naming what the model's harness lacks."""
+    if not isinstance(harness, capability):
+        what = {TrafficServing: "has no traffic entry point", Exportable: "has no ahead-of-time export yet"}
+        raise NotImplementedError(f"{harness.model} harness {what.get(capability, f'is not {capability.__name__}')}")
+    return harness
+
+
+__all__ = ["SIZES", "Exportable", "TrafficServing", "require", "CallOutput", "CompileFn", "Compiler", "ExportProgram", "Harness", "Series", "Size", "eager"]

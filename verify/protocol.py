@@ -8,7 +8,7 @@ these types, so each can import them without importing the others.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # annotations only
     import numpy as np
@@ -69,4 +69,36 @@ class ExportProgram:
     context: Any = None
 
 
-__all__ = ["SIZES", "CallOutput", "CompileFn", "ExportProgram", "Series", "Size"]
+@runtime_checkable
+class TrafficServing(Protocol):
+    """A harness that serves the traffic profile through the upstream's own entry point (``verify --traffic``,
+    the bench traffic row, ``cache warm``)."""
+
+    def traffic_ranges(self) -> Any:
+        """Where this model's traffic calls are drawn from, at the harness's size (a ``traffic.TrafficRanges``)."""
+
+    def serve(self, compile_fn: CompileFn) -> Callable[[Any, int], CallOutput]:
+        """Build the users' entry point once (compiling its units with ``compile_fn``, each with a ``name=``) and
+        return ``handle(call, data_seed) -> CallOutput`` (``call``: a ``traffic.Call``).
+
+        ``handle`` makes the call's input data from ``data_seed`` alone (the same seed gives the same data in
+        every variant and process) and drives the upstream's public inference API.  Verify seeds torch's global
+        RNG with ``data_seed`` right before each call, so sampled paths are reproducible."""
+
+
+@runtime_checkable
+class Exportable(Protocol):
+    """A harness whose compiled units export ahead of time (``patchkit export``, ``verify --aot``)."""
+
+    def export_programs(self) -> list[ExportProgram]:
+        """The compiled units to export, each with dynamic dims bounded by the model's real limits."""
+
+    def export_config(self) -> dict[str, Any]:
+        """What the runtime needs besides the programs to rebuild the users' entry point (a model config)."""
+
+    def serve_aot(self, package: Any) -> Callable[[Any, int], CallOutput]:
+        """``serve`` for a loaded package (``patchkit.runtime.load_package``): the same calls, run by the package
+        through the upstream-style object it builds."""
+
+
+__all__ = ["SIZES", "CallOutput", "CompileFn", "ExportProgram", "Exportable", "Series", "Size", "TrafficServing"]

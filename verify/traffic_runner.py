@@ -115,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     tree, harness = setup(args.model, args.tree, weights=args.weights, seed=0, device=args.device, size=args.size)
     import torch
 
-    from .harness import Compiler, eager
+    from .harness import Compiler, eager, require
+    from .protocol import Exportable, TrafficServing
     from .traffic import profile
 
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    ranges = harness.traffic_ranges()
+    ranges = require(harness, TrafficServing).traffic_ranges()
     calls = profile(ranges, args.calls, args.seed)
     result: dict = {
         "model": args.model, "tree": str(tree), "torch_version": torch.__version__, "device": args.device,
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         from patchkit.aot import load_package
 
         package = load_package(args.package, patch_hash=args.patch_hash, model=args.model)
-        handle = harness.serve_aot(package)
+        handle = require(harness, Exportable).serve_aot(package)
         t0 = time.perf_counter()
         times, arrays, errs = run_pass(handle, calls, seed=args.seed, device=args.device)
         np.savez_compressed(outdir / "aot.npz", **arrays)
