@@ -9,13 +9,24 @@ import re
 import shutil
 from pathlib import Path
 
-from . import patches
+from . import patches, results
+from .aot import check_record, export as _export, read_record
 from .apply import ApplyResult, apply as _apply, require_applied
+from .bench import bench as _bench, bench_aot as _bench_aot, bench_traffic
+from .compile_cache import clear, entries, warm
+from .distribute import build as _build, install as _install, status as _status
 from .errors import BadInput, EnvironmentProblem, MissingCompiler, json_error
 from .patchset import PatchSet
-from .vendoring import VendorResult, vendor as _vendor
+from .provenance import patch_hash
+from .upgrade import upgrade_check as _upgrade_check
+from .vendoring import VendorResult, check_version, vendor as _vendor
+from .verdicts import record_verdict
+from .verify.aot_report import verify_aot as _verify_aot
+from .verify.protocol import SIZES
 from .verify.report import VerifyReport, verify_trees
-from .workspace import Workspace
+from .verify.summary import load, summarise
+from .verify.traffic_report import verify_traffic as _verify_traffic
+from .workspace import Workspace, atomic_write_text
 
 
 def workspace(root: str | Path | None = None) -> Workspace:
@@ -44,7 +55,6 @@ def _require_applied(ws: Workspace, ps: PatchSet) -> str:
 def check_size_and_weights(model: str, size: str, weights: str | None) -> None:
     """Refuse an unknown size or a --weights path that is not a loadable checkpoint folder (one line, exit 2),
     before any run."""
-    from .verify.protocol import SIZES
 
     if size not in SIZES:
         raise BadInput(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
@@ -123,7 +133,6 @@ def check_compiler() -> None:
 
 def _record(ws: Workspace, model: str, kind: str, ok: bool, **facts) -> None:
     """Keep verify's verdict for this patched tree; ``build`` and ``install`` read it."""
-    from .verdicts import record_verdict
 
     record_verdict(ws, model, kind, ok, **facts)
 
@@ -159,7 +168,6 @@ def verify(model: str, *, root: str | Path | None = None, weights: str | None = 
 
 def write_report(path: str | Path, data: dict) -> None:
     """Write a JSON report atomically (a failed write leaves what was there)."""
-    from .workspace import atomic_write_text
 
     path = Path(path)
     if not path.parent.is_dir():
@@ -174,7 +182,6 @@ def verify_traffic(model: str, *, root: str | Path | None = None, size: str = "t
                    on_report=lambda report, raw: None):
     """``verify --traffic``: the model's traffic profile through its users' entry point, upstream vs patched;
     ``repeats`` steady passes over the eager data compared per element, beside ``load`` busy processes."""
-    from .verify.traffic_report import verify_traffic as _verify_traffic
 
     ws = workspace(root)
     ps = patches.get(model)
@@ -197,7 +204,6 @@ def verify_traffic(model: str, *, root: str | Path | None = None, size: str = "t
 def cache_warm(model: str, *, root: str | Path | None = None, size: str = "tiny", weights: str | None = None,
                device: str = "cpu", calls: int = 24, seed: int = 0, progress=lambda msg: None):
     """``patchkit cache warm``: compile the traffic profile and save it as one portable cache artifact."""
-    from .compile_cache import warm
 
     check_size_and_weights(model, size, weights)
     check_device(device)
@@ -208,14 +214,12 @@ def cache_warm(model: str, *, root: str | Path | None = None, size: str = "tiny"
 
 def cache_info(*, root: str | Path | None = None):
     """``patchkit cache info``: the saved artifacts, marked current when they match this torch and patch set."""
-    from .compile_cache import entries
 
     return entries(workspace(root))
 
 
 def cache_clear(model: str | None = None) -> list[str]:
     """``patchkit cache clear [MODEL]``: remove saved artifacts."""
-    from .compile_cache import clear
 
     if model is not None:
         patches.get(model)  # an unknown model is bad input, not an empty clear
@@ -225,9 +229,6 @@ def cache_clear(model: str | None = None) -> list[str]:
 def verify_aot(model: str, package: str | Path, *, root: str | Path | None = None, calls: int = 24, seed: int = 0,
                json_path: str | Path | None = None, progress=lambda msg: None, on_report=lambda report, raw: None):
     """``verify --aot PACKAGE``: an exported package against upstream eager through the users' entry point."""
-    from .aot import check_record, read_record
-    from .provenance import patch_hash
-    from .verify.aot_report import verify_aot as _verify_aot
 
     ws = workspace(root)
     ps = patches.get(model)
@@ -249,7 +250,6 @@ def bench(model: str, *, root: str | Path | None = None, modes: tuple[str, ...] 
           traffic: bool = False, calls: int = 24, seed: int = 0, progress=lambda msg: None):
     import dataclasses
 
-    from .bench import bench as _bench, bench_traffic
 
     ws = workspace(root)
     ps = patches.get(model)
@@ -271,9 +271,6 @@ def bench_aot(model: str, package: str | Path, *, root: str | Path | None = None
               calls: int = 24, seed: int = 0, progress=lambda msg: None):
     """``bench --aot PACKAGE``: load time and first forecast in a fresh process; with ``traffic``, the profile's
     latency for upstream eager, the package and patched ``torch.compile``."""
-    from .aot import check_record, read_record
-    from .bench import bench_aot as _bench_aot
-    from .provenance import patch_hash
 
     ws = workspace(root)
     ps = patches.get(model)
@@ -289,7 +286,6 @@ def export(model: str, *, root: str | Path | None = None, size: str = "tiny", we
            device: str = "cpu", out: str | Path | None = None, json_path: str | Path | None = None,
            progress=lambda msg: None):
     """``patchkit export``: the patched model's programs, AOT-compiled into one ``.pt2`` package."""
-    from .aot import export as _export
 
     ws = workspace(root)
     ps = patches.get(model)
@@ -304,7 +300,6 @@ def export(model: str, *, root: str | Path | None = None, size: str = "tiny", we
 
 def build(model: str, *, root: str | Path | None = None, out: str | Path | None = None, progress=lambda msg: None):
     """``patchkit build``: the patched tree as a reproducible wheel in ``out`` (default ``dist/``)."""
-    from .distribute import build as _build
 
     ws = workspace(root)
     return _build(ws, patches.get(model), Path(out) if out else ws.root / "dist", progress=progress)
@@ -313,7 +308,6 @@ def build(model: str, *, root: str | Path | None = None, out: str | Path | None 
 def install(model: str, *, root: str | Path | None = None, out: str | Path | None = None, upstream: bool = False,
             force: bool = False, deps: bool = True, progress=lambda msg: None):
     """``patchkit install``: build if needed and pip-install the patched wheel; ``upstream`` puts upstream back."""
-    from .distribute import install as _install
 
     ws = workspace(root)
     return _install(ws, patches.get(model), out_dir=Path(out) if out else ws.root / "dist", upstream=upstream,
@@ -322,7 +316,6 @@ def install(model: str, *, root: str | Path | None = None, out: str | Path | Non
 
 def status(models: tuple[str, ...] = (), *, root: str | Path | None = None):
     """``patchkit status``: what each model's importable package is (upstream, patched current or stale)."""
-    from .distribute import status as _status
 
     ws = workspace(root)
     return [_status(ws, patches.get(m)) for m in (models or patches.names())]
@@ -335,8 +328,6 @@ def upgrade_check(model: str, targets: tuple[str, ...] = (), *, root: str | Path
     """``patchkit upgrade-check``: each target (``targets``, or with ``matrix`` and none given, every known version)
     checked in a scratch folder; ``vendor/`` is untouched.  Returns ``(pinned version, reports)``; ``on_report``
     sees each report as it is made."""
-    from .upgrade import upgrade_check as _upgrade_check
-    from .vendoring import check_version
 
     ps = patches.get(model)
     if not targets and not matrix:
@@ -358,7 +349,6 @@ def upgrade_check(model: str, targets: tuple[str, ...] = (), *, root: str | Path
 
 def report_summary(paths: list[Path]) -> tuple[str, bool]:
     """``patchkit report``: one table per report kind, and whether any report failed or is missing."""
-    from .verify.summary import load, summarise
 
     return summarise([load(Path(p)) for p in paths])
 
@@ -366,7 +356,6 @@ def report_summary(paths: list[Path]) -> tuple[str, bool]:
 def report_markdown(paths: list[Path], md_path: str | Path) -> bool:
     """``patchkit report --markdown``: verify, traffic and bench reports rendered into one page, written to
     ``md_path`` once every report has been read.  Returns whether any report failed."""
-    from . import results
 
     paths, md_path = [Path(p) for p in paths], Path(md_path)
     missing = [str(p) for p in paths if not p.is_file()]
