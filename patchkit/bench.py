@@ -19,7 +19,10 @@ from .compile_cache import inductor_cache_env
 from .errors import BadInput, PatchkitError, subprocess_failure
 from .patchset import PatchSet
 from .verify import logs as logparse
+from .verify.aot_report import split_refused
 from .verify.report import scaled_mae
+from .verify.traffic import percentiles
+from .verify.traffic_report import run_traffic
 
 KNOWN_MODES = ("eager", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_ONLY = {"reduce-overhead": "uses CUDA graphs; needs a CUDA device"}
@@ -281,7 +284,6 @@ def bench_traffic(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size
     (cold) and again in a new process over the cache the cold run filled (warm).
     Each compiled run is followed by a steady pass (new data, no compiling).
     """
-    from .verify.traffic_report import run_traffic
 
     cache = Path(tempfile.mkdtemp(prefix="patchkit-traffic-cache-"))
     artifact = cache / "artifact.bin"
@@ -372,9 +374,6 @@ def bench_aot(ps: PatchSet, upstream_tree: Path, patched_tree: Path, package: Pa
     ``torch.compile`` (cold pass, compiles included, then a steady pass on new data), each in its own process.
 
     The size, weights and device are the package's (``record``, already checked by the caller)."""
-    from .verify.aot_report import split_refused
-    from .verify.traffic import percentiles
-    from .verify.traffic_report import run_traffic
 
     package = Path(package).resolve()
     size, device, weights = record["size"], record["device"], record.get("weights_path")

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import click
 
-from . import api, errors, render
+from . import api, errors, render, upgrade
+from . import bench as bench_mod
+from .compile_cache import cache_dir
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -324,7 +326,6 @@ def upgrade_check(opts: Options, model: str, targets: tuple[str, ...], matrix: b
       patchkit upgrade-check toto --matrix --json toto-matrix.json
       patchkit upgrade-check kronos --from ~/src/Kronos --to main
     """
-    from . import upgrade
 
     if not targets and not matrix:
         raise click.UsageError("give --to VERSION, or --matrix")
@@ -414,7 +415,6 @@ def bench(opts: Options, model: str, modes: str, dtypes: str, batch: int, runs: 
     rep = api.bench(model, root=opts.root, modes=_csv(modes), dtypes=_csv(dtypes), batch=batch, runs=runs,
                     device=device, warm_start=warm_start, size=size, weights=weights, traffic=traffic, calls=calls,
                     seed=seed, progress=opts.notes(""))
-    from . import bench as bench_mod
 
     click.echo(render.bench(rep))
     if rep.traffic:
@@ -500,7 +500,6 @@ def cache_warm(opts: Options, model: str, size: str, weights: str | None, device
 @click.pass_obj
 def cache_info(opts: Options, as_json: bool) -> None:
     """List the saved compile-cache artifacts (current: this torch and the workspace's patch set)."""
-    from .compile_cache import cache_dir
 
     rows = api.cache_info(root=opts.root)
     if as_json:

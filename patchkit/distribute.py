@@ -30,7 +30,6 @@ from typing import Any
 
 import tomli_w
 
-from .codemods import REGISTRY, run_codemod
 from .errors import BadInput, EnvironmentProblem, MissingTool, NotVendored, PatchkitError
 from .patchset import Package, PatchSet
 from .provenance import Provenance, patch_hash
@@ -170,6 +169,8 @@ def _shipped_files(ps: PatchSet, tree: dict[str, bytes]) -> dict[str, bytes]:
     pkg = ps.package
     assert pkg is not None
     renames = dict(pkg.rename)
+    if renames:  # LibCST only where a tree is renamed: the runtime reads provenance through this module
+        from .codemods import REGISTRY, run_codemod
     out: dict[str, bytes] = {}
     for rel, data in tree.items():
         if rel.startswith(_META_DIR) or any(rel.startswith(x) for x in pkg.exclude):

@@ -14,9 +14,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from . import patches
 from .bench import BenchReport, BenchRow
-from .render import table
 from .render import bench as render_table
+from .render import table
 from .verify.summary import kind_of, worst_element
 
 KINDS = ("verify", "traffic", "bench")
@@ -36,7 +37,6 @@ def kind(report: dict[str, Any]) -> str:
 
 
 def _pin(model: str) -> str | None:
-    from . import patches
 
     try:
         return patches.get(model).pin

@@ -31,9 +31,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .apply import plan
-from .errors import EXIT_DRIFT, EXIT_ENVIRONMENT, EXIT_OK, EXIT_VERIFY_FAILED, EnvironmentProblem, PatchkitError
+from .distribute import upstream_requirements
+from .errors import (EXIT_DRIFT, EXIT_ENVIRONMENT, EXIT_OK, EXIT_VERIFY_FAILED, EnvironmentProblem, NotVendored,
+                     PatchkitError)
+from .isolated import ensure_env
 from .patchset import PatchSet
 from .vendoring import fetch
+from .verify.report import verify_trees
+from .verify.upstream_tests import compare_runs, run_upstream_tests
 from .workspace import write_tree
 
 SCHEMA_VERSION = 2
@@ -87,8 +92,6 @@ def upgrade_check(
 ) -> UpgradeReport:
     """Check ``target`` of ``ps``'s upstream.  ``isolated``: verify and upstream tests run in a cached
     virtual environment holding the target's own requirements (torch pinned to the running version)."""
-    from .verify.report import verify_trees
-    from .verify.upstream_tests import compare_runs, run_upstream_tests
 
     started = time.perf_counter()
 
@@ -110,7 +113,6 @@ def upgrade_check(
         env_problems: list[str] = []
         python, installed, environment = None, None, "current"
         if isolated:
-            from .isolated import ensure_env
 
             try:
                 env = ensure_env(ps.model, fetched.version, _requirements(ps, fetched.files),
@@ -174,8 +176,6 @@ def _run_json(t) -> dict[str, Any]:
 
 def _requirements(ps: PatchSet, files: dict[str, bytes]) -> list[str]:
     """The target's declared requirements; empty when the patch set names no metadata or it was not kept."""
-    from .distribute import upstream_requirements
-    from .errors import NotVendored
 
     if ps.package is None:
         return []
