@@ -148,3 +148,15 @@ def test_assert_patched_refuses_an_unpatched_package(monkeypatch, tmp_path):
     assert runtime.assert_patched("toto")["patch_hash"] == "abc"
     with pytest.raises(runtime.NotPatched, match="stale"):
         runtime.assert_patched("toto", patch_hash="def")
+
+
+def test_the_runtime_modules_import_without_libcst_or_numpy():
+    """A serving process that loads a package or a cache artifact pays for torch, not for patchkit's codemods
+    (LibCST, about a second) or its reports (numpy)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import patchkit.runtime, patchkit.aot, patchkit.compile_cache, patchkit.distribute; "
+            "print(sorted(m for m in ('libcst', 'numpy', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
