@@ -15,9 +15,10 @@ from .apply import ApplyResult, apply as _apply, require_applied
 from .bench import bench as _bench, bench_aot as _bench_aot, bench_traffic
 from .compile_cache import clear, entries, warm
 from .distribute import build as _build, install as _install, status as _status
-from .errors import BadInput, EnvironmentProblem, MissingCompiler, json_error
+from .errors import BadInput, EnvironmentProblem, MissingCompiler, NotVendored, json_error
 from .patchset import PatchSet
 from .provenance import patch_hash
+from .scan import ScanResult, scan_tree
 from .upgrade import upgrade_check as _upgrade_check
 from .vendoring import VendorResult, check_version, vendor as _vendor
 from .verdicts import record_verdict
@@ -45,6 +46,26 @@ def vendor(model: str, version: str | None = None, *, root: str | Path | None = 
 def apply(model: str, *, root: str | Path | None = None, check: bool = False, diff: bool = False,
           force: bool = False) -> ApplyResult:
     return _apply(workspace(root), patches.get(model), check=check, diff=diff, force=force)
+
+
+def scan_static(target: str, *, root: str | Path | None = None, patched: bool = False,
+                json_path: str | Path | None = None, progress=lambda msg: None) -> ScanResult:
+    """``patchkit scan TARGET --static``: the hazards a matcher sees below a folder, or in a registered model's
+    vendored tree (pristine; ``patched``: the patched one)."""
+    if target in patches.names() and not Path(target).is_dir():
+        ws = workspace(root)
+        tree = ws.patched(target) if patched else ws.pristine(target)
+        if not tree.is_dir():
+            what = f"`patchkit vendor {target}`" + (f" and `patchkit apply {target}`" if patched else "")
+            raise NotVendored(f"{target} has no {'patched' if patched else 'pristine'} tree here; run {what} first")
+    elif patched:
+        raise BadInput(f"--patched is for a registered model ({', '.join(patches.names())}), not the folder {target}")
+    else:
+        tree = Path(target)
+    result = scan_tree(tree, progress=progress)
+    if json_path:
+        write_report(json_path, result.to_json())
+    return result
 
 
 def _require_applied(ws: Workspace, ps: PatchSet) -> str:

@@ -148,6 +148,38 @@ def vendor(opts: Options, model: str, version: str | None, archive: Path | None,
 
 
 @cli.command()
+@click.argument("target")
+@click.option("--static", "static", is_flag=True,
+              help="Read the source with LibCST (no model is run): the hazards a matcher can see.")
+@click.option("--patched", is_flag=True, help="TARGET is a model: scan its patched tree, not the pristine one.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the findings "
+              "as JSON here.")
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table as Markdown here.")
+@click.pass_obj
+def scan(opts: Options, target: str, static: bool, patched: bool, json_path: Path | None,
+         md_path: Path | None) -> None:
+    """Find torch.compile hazards in TARGET: a registered model's vendored tree, or any source folder.
+
+    Each site once, with its file:line, kind and the codemod that removes that kind (or "no codemod").
+
+    \b
+    Examples:
+      patchkit scan toto --static
+      patchkit scan path/to/upstream/src --static --json scan.json
+    """
+    if not static:
+        raise errors.BadInput("only the static pass exists: add --static; for what Dynamo itself reports, run "
+                              "`patchkit verify MODEL --traffic --logs graph_breaks,recompiles`")
+    if md_path is not None and not md_path.parent.is_dir():
+        raise errors.BadInput(f"--markdown {str(md_path)!r}: folder {str(md_path.parent)!r} does not exist")
+    r = api.scan_static(target, root=opts.root, patched=patched, json_path=json_path, progress=opts.progress())
+    click.echo(render.scan(r), nl=False)
+    if md_path is not None:
+        md_path.write_text(render.scan(r, markdown=True))
+
+
+@cli.command()
 @click.argument("model")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if vendor/MODEL is not what apply would produce.")
 @click.option("--diff", is_flag=True, help="Write nothing; print the unified diff upstream -> patched.")

@@ -14,6 +14,7 @@ from .errors import OutsideRange
 
 if TYPE_CHECKING:  # annotations only
     from .bench import AotBench, BenchReport, TrafficBench
+    from .scan import ScanResult
     from .upgrade import StepVerdict, UpgradeReport
     from .verify.aot_report import AOTReport
     from .verify.report import VerifyReport
@@ -322,3 +323,20 @@ def upgrade_matrix(reports: list[UpgradeReport], markdown: bool = True) -> str:
         return "\n".join(out) + "\n"
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in [header, *rows]) + "\n"
+
+
+# -- scan -------------------------------------------------------------------------------------------------------
+def scan(r: ScanResult, markdown: bool = False) -> str:
+    """The static scan: a count per kind, then one row per site with the codemod that removes its kind."""
+    counts = ", ".join(f"{n} {k}" for k, n in r.by_kind().items() if n) or "no hazard a matcher sees"
+    lines = [f"{r.root}: {r.files} Python files scanned ({r.skipped} test files skipped): {counts}"]
+    if r.findings:
+        rows = [[f"{f.path}:{f.line}", f.kind, f.function, f.construct, f.codemod or "no codemod"]
+                for f in r.findings]
+        lines += [""] + table(["site", "kind", "function", "construct", "codemod"], rows, markdown)
+    fixable = sum(1 for f in r.findings if f.codemod)
+    if r.findings:
+        lines += ["", f"{fixable} of {len(r.findings)} sites have a codemod for their kind; a patch set names the "
+                      "sites and options (docs/codemods.md). A static finding is a candidate: "
+                      "`patchkit verify MODEL --traffic --logs graph_breaks,recompiles` shows what Dynamo makes of it."]
+    return "\n".join(lines) + "\n"
