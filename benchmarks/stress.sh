@@ -5,6 +5,7 @@
 # graph budget on profiles the patch sets were not tuned on.
 #   benchmarks/stress.sh toto                       # tiny, seed 0, 20 repeats beside 2 busy processes
 #   SIZE=real SEEDS="0 7" REPEATS=20 LOAD=1 CALLS=24 benchmarks/stress.sh toto
+#   SEEDS=1 CALLS=4 REPEATS=2 LOAD=1 benchmarks/stress.sh toto   # the short check (about 2.5 min), cold compile included
 # Reports: reports/MODEL.SIZE.seedS.stress.json (+ .txt); one summary line per seed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."

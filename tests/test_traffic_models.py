@@ -131,20 +131,6 @@ def test_toto_traffic_holds_its_budget_and_catches_a_tree_without_its_batch_fixe
 
 
 @pytest.mark.slow
-def test_toto_compiled_steady_repeats_beside_a_busy_process_match_eager_per_element(toto_ws: Path):
-    """The short stress check (``benchmarks/stress.sh toto`` is the long one: 20 repeats of 48 calls per seed): 4
-    calls compiled with inductor, the steady pass repeated twice over the eager data beside a busy process, every
-    element of every mean-path forecast within 1e-5 of the output's scale, sampled paths on upstream's draws.  Kept
-    to 4 calls: the busy process slows the other test worker too."""
-    ps = patches.get("toto")
-    report, _ = verify_traffic(ps, *_trees(toto_ws, "toto"), "0.2.0", calls=4, seed=1, repeats=2, load=1)
-    assert report.ok, report.failures
-    assert report.repeats == 2 and report.load_procs == 1
-    rep = next(c for c in report.fidelity if "steady repeats" in c.what and "deterministic" in c.what)
-    assert rep.calls == 2 * 2 and rep.elem_bound == 1e-5 and rep.worst_elem <= 1e-5, rep
-
-
-@pytest.mark.slow
 def test_chronos2_traffic_holds_its_graph_budget(chronos_ws: Path):
     """24 varied Chronos2Pipeline.predict calls (batch 1-8 with single series among them, histories around multiples
     of 16, one-patch and unrolled horizons, cross-learning): patched pipeline.model compiles 2 graphs (one-patch
