@@ -141,6 +141,14 @@ def helpers_level(package: str | None) -> int:
     return len(package.split(".")) if package else 0
 
 
+def helpers_path(rel: str) -> str:
+    """Where the runtime helpers a rewritten tree file (``toto/inference/forecaster.py``) imports live: its
+    top-level package's ``_patchkit_helpers.py`` (``toto/_patchkit_helpers.py``), the module ``helpers_level``
+    counts the dots up to; the tree's root for a top-level file."""
+    top = rel.split("/")[0] if "/" in rel else ""
+    return f"{top}/{HELPERS_MODULE}.py" if top else f"{HELPERS_MODULE}.py"
+
+
 def _is_helpers_import(stmt: cst.CSTNode, level: int) -> bool:
     return m.matches(stmt, m.SimpleStatementLine(body=[m.ImportFrom(module=m.Name(HELPERS_MODULE))])) and len(
         stmt.body[0].relative) == level  # type: ignore[attr-defined]

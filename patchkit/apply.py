@@ -13,6 +13,7 @@ from typing import Literal
 import libcst as cst
 
 from .codemods import HELPERS_MODULE, REGISTRY, CodemodOptionError, Site, helpers_source, run_codemod
+from .codemods.base import helpers_path
 from .errors import BadInput, NotVendored, PatchkitError, UpstreamDrift
 from .patchset import PatchSet, Step
 from .workspace import Workspace, check_tree_against, read_tree, recover, sha256_bytes, write_tree
@@ -132,12 +133,6 @@ def package_of(rel: str) -> str:
     ``model/__init__.py`` -> ``model``, a top-level ``setup.py`` -> ``""``."""
     parts = rel[: -len(".py")].split("/") if rel.endswith(".py") else rel.split("/")
     return ".".join(parts[:-1])
-
-
-def helpers_path(rel: str) -> str:
-    """Where the runtime helpers a rewritten file imports live: its top-level package's ``_patchkit_helpers.py``."""
-    top = rel.split("/")[0] if "/" in rel else ""
-    return f"{top}/{HELPERS_MODULE}.py" if top else f"{HELPERS_MODULE}.py"
 
 
 def _add_runtime_helpers(files: dict[str, bytes], pristine: dict[str, bytes]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from .errors import OutsideRange
 
 if TYPE_CHECKING:  # annotations only
     from .bench import AotBench, BenchReport, TrafficBench
@@ -19,10 +18,6 @@ if TYPE_CHECKING:  # annotations only
     from .verify.aot_report import AOTReport
     from .verify.report import VerifyReport
     from .verify.traffic_report import TrafficReport
-
-#: how a refused call's error starts (``verify --aot``)
-REFUSED = OutsideRange.__name__
-
 
 # -- verify -------------------------------------------------------------------------------------------------
 
@@ -132,6 +127,8 @@ def aot(r: AOTReport) -> str:
     if r.refused:
         lines.append(f"refused as outside the package's ranges: {len(r.refused)} of {len(r.calls)} calls "
                      "(not compared; upstream accepts them)")
+        from .verify.aot_report import REFUSED  # loaded already: r came from it
+
         lines += [f"  {e['call']}: {e['error'].removeprefix(REFUSED + ': ')}" for e in r.refused[:5]]
     up, pk = r.latency["upstream_eager"], r.latency["package"]
     if pk["calls"]:

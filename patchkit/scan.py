@@ -125,8 +125,7 @@ class _Scanner(cst.CSTVisitor):
         self.functions.append(node.name.value)
         self.shape_names.append(set())
         if self.classes and len(self.functions) == 1:
-            self.methods[-1][node.name.value] = [
-                c.func.attr.value for c in m.findall(node, m.Call(func=m.Attribute(value=m.Name("self"))))]
+            self.methods[-1][node.name.value] = []  # the self.<method>(...) calls visit_Call finds in it
 
     def _in_torch_module(self) -> bool:
         return bool(self.classes and self.classes[-1])
@@ -180,6 +179,10 @@ class _Scanner(cst.CSTVisitor):
         self._branch(node, node.test, True, shapes=False)  # an assert on a multiple is a check, not a branch
 
     def visit_Call(self, node: cst.Call) -> None:
+        if self.methods and self.functions and m.matches(node.func, m.Attribute(value=m.Name("self"))):
+            calls = self.methods[-1].get(self.functions[0])
+            if calls is not None:
+                calls.append(node.func.attr.value)  # type: ignore[union-attr]
         if m.matches(node, _HOST_SYNC):
             receiver = node.func.value  # type: ignore[union-attr]
             on_self = bool(m.findall(receiver, m.Attribute(value=m.Name("self")))) and bool(self.classes)
@@ -191,7 +194,7 @@ class _Scanner(cst.CSTVisitor):
                       "a lookup-table read (item-scalar keeps a host copy)" if table else f".{name}() syncs with the host")
 
     def visit_Assign(self, node: cst.Assign) -> None:
-        if self.shape_names and (m.matches(node.value, _SHAPE) or m.findall(node.value, _SHAPE)):
+        if self.shape_names and m.findall(node.value, _SHAPE):  # the value itself included
             for t in node.targets:
                 if isinstance(t.target, cst.Name):
                     self.shape_names[-1].add(t.target.value)
