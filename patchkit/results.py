@@ -18,7 +18,7 @@ from . import patches
 from .bench import BenchReport, BenchRow
 from .render import bench as render_table
 from .render import table
-from .verify.summary import kind_of, worst_element
+from .verify.summary import kind_of, traffic_cells, verify_cells
 
 KINDS = ("verify", "traffic", "bench")
 
@@ -75,42 +75,23 @@ def _link(path: Path, base: Path) -> str:
 def _verify_rows(items: list[tuple[Path, dict]], base: Path) -> list[list[str]]:
     rows = []
     for path, r in items:
-        up, pa, mae = r["upstream"], r["patched"], r.get("mae") or {}
-        rows.append([r["model"], _version(r), f"{up['graph_breaks']} → {pa['graph_breaks']}",
-                     f"{up['recompiles']} → {pa['recompiles']}",
-                     f"{up.get('graphs', '-')} → {pa.get('graphs', '-')}", "ok" if pa["fullgraph_ok"] else "FAIL",
-                     f"{'yes' if up.get('recompile_limit_hit') else 'no'} → "
-                     f"{'yes' if pa.get('recompile_limit_hit') else 'no'}",
-                     "ok" if pa.get("steady_state_ok") else "FAIL",
-                     f"{mae['abs_diff']:.2g}" if "abs_diff" in mae else "-",
-                     "OK" if r["ok"] else "FAILED", _link(path, base)])
+        c = verify_cells(r, arrow="→", yes="yes")
+        rows.append([c["model"], _version(r), c["breaks"], c["recompiles"], c["graphs"], c["fullgraph"], c["limit"],
+                     c["steady"], c["mae"], c["result"], _link(path, base)])
     return rows
 
 
 def _traffic_rows(items: list[tuple[Path, dict]], base: Path) -> list[list[str]]:
     rows = []
     for path, r in items:
-        up, pa = r["upstream"], r["patched"]
-        checks: dict[str, dict] = {}
-        for c in r.get("fidelity", []):  # the deterministic check comes first and is the one shown; sampled-only models show theirs
-            checks.setdefault(c["what"].split(" (")[0], c)
-
-        def worst(key: str) -> str:
-            c = checks.get(key)
-            return "-" if c is None else f"{c['worst_rel']:.1e}{'' if c['ok'] else ' FAIL'}"
-
+        c = traffic_cells(r, arrow="→", yes="yes")
         lat = r.get("latency") or {}
         steady = (lat.get("patched_steady") or {}).get("p50_s")
         speedup = lat.get("steady_speedup_vs_upstream_eager")
-        rows.append([r["model"], _version(r), f"{r['parameters']:,}" if r.get("parameters") else "-",
-                     str(len(r["calls"])), f"{up['graphs']} → {pa['graphs']}",
-                     ", ".join(f"{u['name']} {u['graphs']}/{u['budget']}" for u in pa["units"]),
-                     f"{'yes' if up['recompile_limit_hit'] else 'no'} → {'yes' if pa['recompile_limit_hit'] else 'no'}",
-                     "ok" if pa["steady_ok"] else "FAIL", worst("patched eager vs upstream eager"),
-                     worst("patched compiled vs patched eager"), worst_element(r),
-                     "-" if steady is None else f"{steady * 1000:.1f}",
-                     "-" if speedup is None else f"{speedup:.2f}×",
-                     "OK" if r["ok"] else "FAILED", _link(path, base)])
+        rows.append([c["model"], _version(r), f"{r['parameters']:,}" if r.get("parameters") else "-", c["calls"],
+                     c["graphs"], c["units"], c["limit"], c["steady"], c["eager_match"], c["compiled_drift"],
+                     c["worst_element"], "-" if steady is None else f"{steady * 1000:.1f}",
+                     "-" if speedup is None else f"{speedup:.2f}×", c["result"], _link(path, base)])
     return rows
 
 

@@ -39,6 +39,7 @@ def test_patch_set_is_well_formed(model: str) -> None:
         REGISTRY[step.codemod](CodemodContext(), **step.options)  # raises on unknown or missing options
         assert step.files and all(f.endswith(".py") and f.split("/")[0] in ps.provides for f in step.files), step
         assert step.why.strip(), f"{step.codemod}: every step says why"
+        assert "\n" not in step.why and len(step.why) <= 110, f"{step.codemod}: why= is one line; the rest in docs"
     assert ps.traffic is not None and ps.traffic.graph_budget, "verify --traffic needs a graph budget"
 
 
@@ -94,3 +95,13 @@ def test_a_harness_without_a_capability_is_refused_by_name(tmp_path: Path) -> No
         require(h, TrafficServing)
     with pytest.raises(NotImplementedError, match="minimal harness has no ahead-of-time export yet"):
         require(h, Exportable)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_step_is_explained_in_the_patch_sets_page(model: str) -> None:
+    """docs/patch-sets.md keeps each step's longer account under its model, led by the step's one-line why."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "patch-sets.md").read_text()
+    section = page.split(f"## `{model}`", 1)[1].split("\n## ", 1)[0]
+    for i, step in enumerate(patches.get(model).steps, 1):
+        assert f"{i}. **`{step.codemod}`**" in section and step.why in section, (model, i, step.codemod)
+

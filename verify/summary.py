@@ -87,12 +87,31 @@ def _verdict(ok: Any) -> str:
     return "OK" if ok else "FAILED"
 
 
-def _verify_row(r: dict) -> tuple:
+def _yes(flag: Any, yes: str) -> str:
+    return yes if flag else "no"
+
+
+def verify_cells(r: dict, arrow: str = "->", yes: str = "YES") -> dict[str, str]:
+    """A plain verify report's cells, by column, for this table and the docs page (``patchkit.results``)."""
     up, pa = r["upstream"], r["patched"]
     mae = r.get("mae") or {}
-    return (r["model"], str(r["upstream_version"])[:12], f"{up['graph_breaks']} -> {pa['graph_breaks']}",
-            f"{up['recompiles']} -> {pa['recompiles']}", "ok" if pa["fullgraph_ok"] else "FAIL",
-            f"{mae.get('abs_diff', float('nan')):.2g}", _verdict(r["ok"]))
+    return {
+        "model": r["model"],
+        "breaks": f"{up['graph_breaks']} {arrow} {pa['graph_breaks']}",
+        "recompiles": f"{up['recompiles']} {arrow} {pa['recompiles']}",
+        "graphs": f"{up.get('graphs', '-')} {arrow} {pa.get('graphs', '-')}",
+        "fullgraph": "ok" if pa["fullgraph_ok"] else "FAIL",
+        "limit": f"{_yes(up.get('recompile_limit_hit'), yes)} {arrow} {_yes(pa.get('recompile_limit_hit'), yes)}",
+        "steady": "ok" if pa.get("steady_state_ok") else "FAIL",
+        "mae": f"{mae['abs_diff']:.2g}" if "abs_diff" in mae else "-",
+        "result": _verdict(r["ok"]),
+    }
+
+
+def _verify_row(r: dict) -> tuple:
+    c = verify_cells(r)
+    return (c["model"], str(r["upstream_version"])[:12], c["breaks"], c["recompiles"], c["fullgraph"],
+            c["mae"] if c["mae"] != "-" else "nan", c["result"])
 
 
 def worst_element(r: dict) -> str:
@@ -107,21 +126,38 @@ def worst_element(r: dict) -> str:
     return f"{worst['worst_elem']:.1e} ({r.get('repeats', 0)}){' FAIL' if bad else ''}"
 
 
-def _traffic_row(r: dict) -> tuple:
+def traffic_cells(r: dict, arrow: str = "->", yes: str = "YES") -> dict[str, str]:
+    """A traffic report's cells, by column, for this table and the docs page (``patchkit.results``)."""
     up, pa = r["upstream"], r["patched"]
     checks: dict[str, dict] = {}
-    for c in r["fidelity"]:  # the deterministic check comes first and is the one shown; sampled-only models show theirs
+    for c in r.get("fidelity", []):  # the deterministic check comes first and is the one shown; sampled-only models show theirs
         checks.setdefault(c["what"].split(" (")[0], c)
 
     def worst(key: str) -> str:
         c = checks.get(key)
         return "-" if c is None else f"{c['worst_rel']:.1e}{'' if c['ok'] else ' FAIL'}"
 
-    units = ", ".join(f"{u['name']} {u['graphs']}/{u['budget']}" for u in pa["units"])
-    return (r["model"], r["size"], str(len(r["calls"])), f"{up['graphs']} -> {pa['graphs']}", units,
-            f"{'YES' if up['recompile_limit_hit'] else 'no'} -> {'YES' if pa['recompile_limit_hit'] else 'no'}",
-            "ok" if pa["steady_ok"] else "FAIL", worst("patched eager vs upstream eager"),
-            worst("patched compiled vs patched eager"), worst_element(r), _verdict(r["ok"]))
+    return {
+        "model": r["model"],
+        "calls": str(len(r["calls"])),
+        "graphs": f"{up['graphs']} {arrow} {pa['graphs']}",
+        "units": ", ".join(f"{u['name']} {u['graphs']}/{u['budget']}" for u in pa["units"]),
+        "limit": f"{_yes(up['recompile_limit_hit'], yes)} {arrow} {_yes(pa['recompile_limit_hit'], yes)}",
+        "steady": "ok" if pa["steady_ok"] else "FAIL",
+        "eager_match": worst("patched eager vs upstream eager"),
+        "compiled_drift": worst("patched compiled vs patched eager"),
+        "worst_element": worst_element(r),
+        "result": _verdict(r["ok"]),
+    }
+
+
+_TRAFFIC_COLUMNS = ("model", "size", "calls", "graphs", "units", "limit", "steady", "eager_match", "compiled_drift",
+                    "worst_element", "result")
+
+
+def _traffic_row(r: dict) -> tuple:
+    c = {**traffic_cells(r), "size": r["size"]}
+    return tuple(c[k] for k in _TRAFFIC_COLUMNS)
 
 
 def _aot_row(r: dict) -> tuple:

@@ -38,35 +38,26 @@ PATCHSET = PatchSet(
             codemod="isnan-guard",
             files=("chronos/chronos2/model.py",),
             options={"mode": "gate", "functions": ["_prepare_patched_future"]},
-            why="`if torch.isnan(future_covariates).any(): raise ValueError` in _prepare_patched_future "
-            "breaks the graph on every forward with future covariates",
+            why="`if torch.isnan(...).any(): raise` in _prepare_patched_future breaks the graph on every forward",
         ),
         Step(
             codemod="branch-free-pad",
             files=("chronos/chronos_bolt.py",),
             options={"function": "forward", "class_name": "Patch"},
-            why="Patch.forward pads the context with NaN only `if length % self.patch_size != 0`: with a dynamic "
-            "history length Dynamo guards on `context.size()[1] % 16`, and a stream of histories compiles one graph "
-            "for multiples of 16 and another for the rest",
+            why="Patch.forward pads only when the length is not a multiple of 16: a guard and a graph per class",
         ),
         Step(
             codemod="chunked-reduction",
             files=("chronos/chronos_bolt.py",),
             options={"function": "forward", "class_name": "InstanceNorm", "reductions": ["nanmean"]},
-            why="InstanceNorm.forward averages the whole history (`torch.nanmean(x, dim=-1)`, twice): inductor's "
-            "CPU code uses a cascade sum past 4096 elements and guards on it (`s7 <= 4096`), so histories up to "
-            "4096 and longer ones (the context is 8192) compiled separate graphs",
+            why="InstanceNorm's nanmean over the history: inductor's CPU cascade sum guards on 4096 elements",
         ),
         Step(
             codemod="contiguous-step-inputs",
             files=("chronos/chronos2/pipeline.py",),
             options={"function": "_predict_step", "calls": ["model"], "keywords": ["context"],
                      "assigned": ['kwargs["future_covariates"]']},
-            why="_predict_step hands the model future covariates that are sometimes a slice "
-            "(`future_covariates[..., :output_size]`, stride = the full horizon, also for one series) and sometimes "
-            "freshly concatenated, and a context that is sometimes a truncated slice: the guards "
-            "`future_covariates.stride()[0] == 16*num_output_patches` and `context.stride()[0] != context.size()[1]` "
-            "recompile",
+            why="_predict_step passes views or fresh tensors by turns: guards on their strides recompile",
         ),
         Step(
             codemod="dynamic-step-inputs",
@@ -74,27 +65,20 @@ PATCHSET = PatchSet(
             options={"function": "_predict_step", "calls": ["model"],
                      "keywords": {"context": [0, 1], "group_ids": [0]},
                      "assigned": {'kwargs["future_covariates"]': [0, 1]}, "ints": ["num_output_patches"]},
-            why="a stream of Chronos2Pipeline.predict calls varies the batch, the history length and "
-            "num_output_patches: compiled static on the first call, the model recompiles for each, and the first "
-            "graph serves nothing after it",
+            why="batch, history and num_output_patches vary per call: compiled static on the first call",
         ),
         Step(
             codemod="pad-single-row",
             files=("chronos/chronos2/pipeline.py",),
             options={"function": "_predict_step", "calls": ["model"], "rows": ["context", "future_covariates"],
                      "distinct": ["group_ids"], "outputs": ["quantile_preds"]},
-            why="one series (a long history the pipeline batches alone, or a single-series request) is a size-1 "
-            "batch, which Dynamo specialises: a graph for batch 1 beside the dynamic one, doubled again by "
-            "one-patch horizons; series only attend within their group, so the compiled model runs the row twice "
-            "(the copy in a group of its own) and keeps the first",
+            why="a single series is a size-1 batch, which Dynamo specialises: one more graph per class",
         ),
         Step(
             codemod="clone-step-output",
             files=("chronos/chronos2/pipeline.py",),
             options={"function": "_predict_step", "calls": ["model"], "clone": ["prediction"]},
-            why="Chronos2Pipeline keeps each _predict_step result in a list while it calls the model again to "
-            "unroll horizons past max_output_patches x patch; under reduce-overhead the next CUDA-graph replay "
-            "overwrites it (measured on an H100 at real size: horizons 1133-1224 raised)",
+            why="results kept across calls are overwritten by the next CUDA-graph replay",
         ),
     ),
     harness="patchkit.patches.chronos2.harness:Chronos2Harness",

@@ -45,11 +45,7 @@ PATCHSET = PatchSet(
                 "length_attr": "seq_len_cached",
                 "cache_attrs": ("cos_cached", "sin_cached"),
             },
-            why=(
-                "RotaryPositionalEmbedding._update_cos_sin_cache writes seq_len_cached/cos_cached/sin_cached "
-                "in forward: one decode_s1 recompile per window length up to recompile_limit, then silent "
-                "eager; under CUDA graphs the cached tensors are overwritten graph outputs."
-            ),
+            why="the rotary cache is written in forward: a recompile per window length, then silent eager",
         ),
         Step(
             codemod="cudagraph-step",
@@ -59,29 +55,19 @@ PATCHSET = PatchSet(
                 "step_calls": ("decode_s1", "decode_s2"),
                 "clone": ("context",),
             },
-            why=(
-                "auto_regressive_inference calls decode_s1 then decode_s2(context, ...) each step: one "
-                "CUDA-graph generation per step, and decode_s1's context is cloned before decode_s2 reads it."
-            ),
+            why="decode_s1 then decode_s2 per step under CUDA graphs: decode_s1's output is overwritten",
         ),
         Step(
             codemod="contiguous-step-inputs",
             files=("model/kronos.py",),
             options={"function": "auto_regressive_inference", "calls": ("decode_s1",), "args": (0, 1)},
-            why=(
-                "decode_s1 gets pre_buffer[:, :window_len] views until the window saturates, then the whole "
-                "buffer: the stride relation changes and decode_s1 recompiles once more."
-            ),
+            why="decode_s1 gets window views, then the whole buffer: the stride relation recompiles",
         ),
         Step(
             codemod="dynamic-step-inputs",
             files=("model/kronos.py",),
             options={"function": "auto_regressive_inference", "calls": ("decode_s1", "decode_s2"), "dims": (0, 1)},
-            why=(
-                "KronosPredictor.predict/predict_batch call the decode steps with batch x sample_count rows and a "
-                "window that grows per call: compiled static on the first call, they recompile for the next batch "
-                "size; marked dynamic up front, a varied stream needs one graph plus one for a single row."
-            ),
+            why="batch x samples rows and a growing window: compiled static on the first call",
         ),
         Step(
             codemod="step-cache",
@@ -96,10 +82,7 @@ PATCHSET = PatchSet(
                 "helper": (Path(__file__).with_name("decode_cache.py")).read_text(encoding="utf-8"),
             },
             after=("cudagraph-step", "contiguous-step-inputs", "dynamic-step-inputs"),
-            why=(
-                "auto_regressive_inference runs the whole window (up to max_context tokens) through every layer "
-                "at each step to keep the last position's logits: O(window) work per generated bar."
-            ),
+            why="every step reruns the whole window through every layer: O(window) work per bar",
         ),
     ),
     harness="patchkit.patches.kronos.harness:KronosHarness",

@@ -62,9 +62,7 @@ PATCHSET = PatchSet(
             codemod="item-scalar",
             files=("toto/model/util.py",),
             options={"tables": ["_layer_cache_map"], "class_name": _CACHE},
-            why="KVCache.__getitem__/seq_len/append look up the layer's cache slot with "
-            "int(self._layer_cache_map[layer_idx].item()): a host sync and graph break per attention "
-            "layer, although the map is fixed in __post_init__",
+            why="KVCache looks up its slot with int(tensor.item()): a host sync and break per layer",
         ),
         Step(
             codemod="static-kv-cache",
@@ -88,9 +86,7 @@ PATCHSET = PatchSet(
                 "row_dims": [1],
             },
             after=("item-scalar",),  # matches the host slot lookup item-scalar writes
-            why="KVCache.append asserts `end_idx <= self.max_seq_len` on a tensor and writes "
-            "self._keys[c, :, :, start_idx:end_idx, :] with tensor bounds (graph breaks); readers get "
-            "K/V sliced to the filled length (growing shapes, a recompile per step)",
+            why="KVCache.append asserts and slices with tensor bounds; reads grow a step at a time",
         ),
         Step(
             codemod="kv-cache-callsites",
@@ -101,18 +97,14 @@ PATCHSET = PatchSet(
                 "subscript_method": "read_full",
             },
             after=("static-kv-cache",),  # calls seq_pos() and read_full(), which static-kv-cache adds
-            why="BaseMultiheadAttention.positional_embedding takes the RoPE offset from "
-            "kv_cache.seq_len() (.item()) and reads kv_cache[layer_idx] (sliced, growing); "
-            "Transformer.forward also calls kv_cache.seq_len(1)",
+            why="attention reads the RoPE offset with .item() and the cache sliced to its fill",
         ),
         Step(
             codemod="offset-causal-mask",
             files=("toto/model/attention.py",),
             options={"helper": "_offset_causal_mask"},
             after=("kv-cache-callsites",),  # the offset it masks with is the tensor seq_pos() gives
-            why="run_attention passes is_causal=(attention_mask is None and seq_pos_offset == 0) to "
-            "scaled_dot_product_attention: data-dependent with a tensor offset, TypeError (not SymBool) "
-            "with a symbolic one; the full cache buffers also need a mask over unfilled positions",
+            why="is_causal=(mask is None and offset == 0) is data-dependent with a tensor offset",
         ),
         Step(
             codemod="decode-prefix-slice",
@@ -127,16 +119,13 @@ PATCHSET = PatchSet(
                 "- getattr(self, 'num_prepended_tokens', 0)), min=0)",
             },
             after=("static-kv-cache",),
-            why="TotoBackbone.backbone slices the inputs to the new patch at "
-            "prefix_len = stride * (kv_cache.current_len(0) - prepended): .item() and a per-step int",
+            why="the backbone slices to the new patch at an .item() prefix length",
         ),
         Step(
             codemod="mark-growing-dynamic",
             files=("toto/inference/forecaster.py",),
             options={"calls": ["self.model"]},
-            why="generate_mean/generate_samples grow inputs, id_mask and input_padding_mask by one patch "
-            "per step with torch.cat before calling the model: a recompile on the second step and "
-            "again for every horizon",
+            why="inputs grow one patch per step (torch.cat): a recompile per step and horizon",
         ),
         *(Step(
             codemod="dynamic-step-inputs",
@@ -144,58 +133,40 @@ PATCHSET = PatchSet(
             options={"function": function, "calls": ["model"],
                      "keywords": {"inputs": [0, 1], "input_padding_mask": [0, 1], "id_mask": [0, 1]},
                      "ints": ["scaling_prefix_length"]},
-            why=f"{function} calls the backbone with the caller's batch x variates and the history length as "
-            "scaling_prefix_length: compiled static on the first call, the backbone recompiles for the next "
-            "forecast's batch, variates and history",
+            why=f"{function}: batch x variates and history length static in the first graph",
         ) for function in ("generate_mean", "generate_samples")),
         *(Step(
             codemod="dynamic-step-inputs",
             files=("toto/inference/forecaster.py",),
             options={"function": function, "calls": ["allocate_kv_cache"], "ints": ["batch_size", "num_variates"],
                      "gate": "self.model"},
-            why=f"{function} sizes the KV cache with batch_size and num_variates ints that KVCache.append checks "
-            "(`keys.shape[0] == self.batch_size * self.num_variates`): the first graph is specialised to them",
+            why=f"{function} sizes the KV cache with ints the first graph specialises",
         ) for function in ("generate_mean", "generate_samples")),
         Step(
             codemod="pad-single-row",
             files=("toto/inference/forecaster.py",),
             options={"function": "forecast", "calls": ["generate_mean"], "gate": "self.model",
                      "rows": ["inputs", "timestamp_seconds", "time_interval_seconds", "input_padding_mask", "id_mask", "future_exogenous_variables"]},
-            why="forecast on one series is a size-1 batch, which Dynamo specialises: with one variate or "
-            "more, and prefill or decode, 8 graph classes, past the recompile limit; batch rows never interact "
-            "in the backbone, so with the backbone compiled generate_mean runs the series twice and keeps the first",
+            why="a single series is a size-1 batch, which Dynamo specialises: past the recompile limit",
         ),
         Step(
             codemod="eager-when",
             files=("toto/inference/forecaster.py",),
             options={"function": "generate_mean", "calls": ["model"], "when": "inputs.shape[-1] == patch_size"},
-            why="a one-patch history (64 steps) is a patch count of 1, which Dynamo specialises (the reshape view "
-            "checks of the linear layers, `Ne(b*v*(T//64), b)`, broadcasting, einops): its prefill compiled a graph "
-            "of its own, a third prefill class beside one variate and the rest; padding it is not exact (Toto "
-            "attends to padded patches), so with the backbone compiled that one prefill (one patch through the "
-            "backbone, the cheapest call there is) runs the backbone's eager code and its decode steps the "
-            "compiled graph",
+            why="a one-patch history is a patch count of 1, which Dynamo specialises: a prefill class of its own",
         ),
         Step(
             codemod="eager-when",
             files=("toto/inference/forecaster.py",),
             options={"function": "generate_samples", "calls": ["model"],
                      "when": "batch_inputs.shape[-1] == patch_size or batch_inputs.shape[0] == 1"},
-            why="generate_samples: the one-patch prefill as in generate_mean; and one sampled path of one series "
-            "is a single backbone row, which Dynamo specialises.  Padding it to two rows (pad-single-row) keeps one "
-            "graph but draws samples for both rows from the global generator, so from the second step on the "
-            "series' draws are no longer upstream's for the same seed (held-out traffic seeds 0 and 1, 48 calls: "
-            "quantiles 13-18 % apart on such calls); those calls run the backbone's eager code instead",
+            why="one-patch prefills, and one sampled series (a single row): padding would change the draws",
         ),
         Step(
             codemod="chunked-reduction",
             files=("toto/model/scaler.py",),
             options={"function": "compute_causal_statistics", "reductions": ["sum"], "dims": ["dim"]},
-            why="with stabilize_with_global, compute_causal_statistics sums the float32 weights over the whole "
-            "history (`(weights * padding_mask).sum(dim, keepdim=True)`, dim asserted -1): inductor's CPU code uses "
-            "a cascade sum past 4096 elements and guards on it (`weights.size()[2] <= 4096`), so histories past "
-            "4096 steps compiled graphs of their own in both phases (its float64 sums take no such helper and "
-            "run as upstream's when compiled)",
+            why="the scaler's float32 sum: inductor's CPU cascade sum guards on 4096 elements",
         ),
     ),
     harness="patchkit.patches.toto.harness:TotoHarness",
