@@ -14,15 +14,16 @@ the patch set in ``patches/``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import libcst as cst
 import libcst.matchers as m
 from libcst.codemod import CodemodContext, VisitorBasedCodemodCommand
 from libcst.helpers import parse_template_expression, parse_template_statement
-from libcst.metadata import PositionProvider
+from libcst.metadata import MetadataWrapper, PositionProvider
 
 
 #: ``torch.compiler.is_compiling()``: the test that keeps upstream's eager path beside a compiled-only one.
@@ -312,6 +313,20 @@ class PatchkitCodemod(VisitorBasedCodemodCommand):
         to the module's top-level package when ``run_codemod`` was told the module's package (apply tells it),
         else absolute.  One import statement holds every helper a module uses, whichever codemods added them."""
         self._helper_imports[name] = asname
+
+    @contextmanager
+    def _handle_metadata_reference(self, module: cst.Module) -> Iterator[cst.Module]:
+        """LibCST's own, less its deep copy of ``module`` (a third of a codemod's time): ``run_codemod`` and
+        ``libcst.tool`` hand each codemod a module freshly parsed from source, which holds no node twice and which
+        nothing else reads, so positions resolve on the module itself."""
+        old = self.context.wrapper
+        wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+        with self.resolve(wrapper):
+            self.context = replace(self.context, wrapper=wrapper)
+            try:
+                yield wrapper.module
+            finally:
+                self.context = replace(self.context, wrapper=old)
 
     def transform_module(self, tree: cst.Module) -> cst.Module:
         tree = super().transform_module(tree)
