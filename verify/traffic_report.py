@@ -254,28 +254,6 @@ def fidelity_failure(c: FidelityCheck) -> str:
     return f"{c.what}: {'; '.join(detail)}"
 
 
-def compare_eager(ps: PatchSet, upstream_tree: Path, patched_tree: Path, *, size: str = "tiny", calls: int = 24,
-                  seed: int = 0, weights: str | None = None, device: str = "cpu",
-                  timeout: int = 7200) -> list[FidelityCheck]:
-    """Only the eager passes: patched vs upstream through the users' entry point, call by call (no compiling)."""
-    spec = ps.traffic or TrafficSpec(graph_budget={})
-    got = {}
-    for label, tree in (("upstream", upstream_tree), ("patched", patched_tree)):
-        run = run_traffic(ps, Path(tree).resolve(), label, "eager", size=size, calls=calls, seed=seed,
-                          weights=weights, device=device, timeout=timeout)
-        data, arrays = run.data, run.arrays
-        errors = data["passes"]["eager"]["errors"]
-        if errors:
-            raise BadInput(f"{label} eager call {errors[0]['call']} raised {errors[0]['error']}")
-        got[label] = (data, arrays["eager"])
-    call_list = got["patched"][0]["calls"]
-    checks = [_check("patched eager vs upstream eager (deterministic outputs)", spec.eager_rtol, got["patched"][1],
-                     got["upstream"][1], call_list, "point"),
-              _check("patched eager vs upstream eager (sampled paths, same seed)", spec.eager_rtol,
-                     got["patched"][1], got["upstream"][1], call_list, "samples")]
-    return [c for c in checks if c is not None]
-
-
 def run_upstream(ps: PatchSet, upstream_tree: Path, *, size: str = "tiny", calls: int = 24, seed: int = 0,
                  weights: str | None = None, device: str = "cpu", analysis_backend: str = "eager",
                  extra_logs: tuple[str, ...] = (), timeout: int = 7200, progress=lambda msg: None) -> TrafficRun:
