@@ -14,6 +14,7 @@ from .aot import check_record, export as _export, read_record
 from .apply import ApplyResult, apply as _apply, require_applied
 from .bench import bench as _bench, bench_aot as _bench_aot, bench_traffic
 from .compile_cache import clear, entries, warm
+from .dynamic_scan import DynamicScan, scan_model
 from .distribute import build as _build, install as _install, status as _status
 from .errors import BadInput, EnvironmentProblem, MissingCompiler, NotVendored, json_error
 from .patchset import PatchSet
@@ -63,6 +64,30 @@ def scan_static(target: str, *, root: str | Path | None = None, patched: bool = 
     else:
         tree = Path(target)
     result = scan_tree(tree, progress=progress)
+    if json_path:
+        write_report(json_path, result.to_json())
+    return result
+
+
+def scan_dynamic(model: str, *, root: str | Path | None = None, patched: bool = False, size: str = "tiny",
+                 calls: int = 12, seed: int = 0, json_path: str | Path | None = None,
+                 progress=lambda msg: None) -> DynamicScan:
+    """``patchkit scan MODEL``: the model's traffic profile under Dynamo's eager backend over its vendored tree
+    (pristine; ``patched``: the patched one), each hazard once, with the static findings it confirms."""
+    ps = patches.get(model)
+    check_size_and_weights(model, size, None)
+    if calls < 1:
+        raise BadInput("--calls must be at least 1")
+    ws = workspace(root)
+    if patched:
+        _require_applied(ws, ps)
+        tree = ws.patched(model)
+    else:
+        tree = ws.pristine(model)
+        if not tree.is_dir():
+            raise NotVendored(f"{model} has no pristine tree here; run `patchkit vendor {model}` first")
+    result = scan_model(ps, tree, "patched" if patched else "pristine", size=size, calls=calls, seed=seed,
+                        progress=progress)
     if json_path:
         write_report(json_path, result.to_json())
     return result

@@ -150,33 +150,53 @@ def vendor(opts: Options, model: str, version: str | None, archive: Path | None,
 @cli.command()
 @click.argument("target")
 @click.option("--static", "static", is_flag=True,
-              help="Read the source with LibCST (no model is run): the hazards a matcher can see.")
+              help="Read the source with LibCST (no model is run): the hazards a matcher can see. TARGET may then "
+              "be any source folder.")
 @click.option("--patched", is_flag=True, help="TARGET is a model: scan its patched tree, not the pristine one.")
+@click.option("--size", type=click.Choice(["tiny", "real"]), default="tiny", show_default=True,
+              help="Dynamic pass: the model size the profile runs at.")
+@click.option("--calls", type=int, default=12, show_default=True, help="Dynamic pass: traffic calls to run.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Dynamic pass: the traffic profile's seed.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the findings "
               "as JSON here.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as Markdown here.")
 @click.pass_obj
-def scan(opts: Options, target: str, static: bool, patched: bool, json_path: Path | None,
-         md_path: Path | None) -> None:
-    """Find torch.compile hazards in TARGET: a registered model's vendored tree, or any source folder.
+def scan(opts: Options, target: str, static: bool, patched: bool, size: str, calls: int, seed: int,
+         json_path: Path | None, md_path: Path | None) -> None:
+    """Find torch.compile hazards in TARGET: a registered model's vendored tree, or (with --static) any folder.
 
-    Each site once, with its file:line, kind and the codemod that removes that kind (or "no codemod").
+    Without --static, the model's traffic profile runs under Dynamo's eager backend (no inductor time): every
+    graph break, recompile (with its guard) and recompile-limit hit once, with the calls that met it, the
+    codemod that removes its kind, and the static findings it confirms.  With --static, LibCST reads the
+    source: each site once, with its kind and codemod.
 
     \b
     Examples:
+      patchkit scan toto
+      patchkit scan chronos2 --patched --calls 24 --json scan.json
       patchkit scan toto --static
       patchkit scan path/to/upstream/src --static --json scan.json
     """
-    if not static:
-        raise errors.BadInput("only the static pass exists: add --static; for what Dynamo itself reports, run "
-                              "`patchkit verify MODEL --traffic --logs graph_breaks,recompiles`")
     if md_path is not None and not md_path.parent.is_dir():
         raise errors.BadInput(f"--markdown {str(md_path)!r}: folder {str(md_path.parent)!r} does not exist")
-    r = api.scan_static(target, root=opts.root, patched=patched, json_path=json_path, progress=opts.progress())
-    click.echo(render.scan(r), nl=False)
+    if static:
+        r = api.scan_static(target, root=opts.root, patched=patched, json_path=json_path, progress=opts.progress())
+        text = render.scan(r)
+        md = render.scan(r, markdown=True) if md_path is not None else ""
+    else:
+        models = [ps.model for ps in api.list_models()]
+        if target not in models:
+            raise errors.BadInput(f"{target!r} is not a registered model ({', '.join(models)}); the "
+                                  f"dynamic scan runs a model: give one, or read a folder with `patchkit scan "
+                                  f"{target} --static`")
+        d = api.scan_dynamic(target, root=opts.root, patched=patched, size=size, calls=calls, seed=seed,
+                             json_path=json_path, progress=opts.progress())
+        text = render.dynamic_scan(d)
+        md = render.dynamic_scan(d, markdown=True) if md_path is not None else ""
+    click.echo(text, nl=False)
     if md_path is not None:
-        md_path.write_text(render.scan(r, markdown=True))
+        md_path.write_text(md)
 
 
 @cli.command()

@@ -337,3 +337,35 @@ def scan(r: ScanResult, markdown: bool = False) -> str:
                       "sites and options (docs/codemods.md). A static finding is a candidate: "
                       "`patchkit verify MODEL --traffic --logs graph_breaks,recompiles` shows what Dynamo makes of it."]
     return "\n".join(lines) + "\n"
+
+
+def dynamic_scan(r, markdown: bool = False) -> str:
+    """The dynamic scan (``patchkit.dynamic_scan.DynamicScan``): a count per kind, one row per hazard with its
+    calls and codemod, graphs per compiled unit against the patch set's budget, and the static findings it
+    confirmed."""
+    counts = ", ".join(f"{n} {k}" for k, n in r.by_kind().items() if n) or "no hazard"
+    units = ", ".join(f"{u} {n}" + (f"/{r.graph_budget[u]}" if u in r.graph_budget else "")
+                      for u, n in sorted(r.unit_graphs.items())) or "none compiled"
+    lines = [f"{r.model} ({r.variant} tree, size {r.size}, {r.calls} traffic calls, seed {r.seed}, torch "
+             f"{r.torch_version}, Dynamo's eager backend): {counts}",
+             f"graphs per compiled unit (budget): {units}"]
+    if r.hazards:
+        def calls(h) -> str:
+            shown = ", ".join(f"#{c}" for c in h.calls[:6])
+            return shown + (f" (+{len(h.calls) - 6})" if len(h.calls) > 6 else "")
+
+        rows = [[h.kind, h.site + (f" (+{len(h.sites) - 1} sites)" if len(h.sites) > 1 else ""), h.function,
+                 calls(h) or "-", str(h.count), " ".join(h.detail.split())[:90], h.codemod or "no codemod"]
+                for h in r.hazards]
+        lines += [""] + table(["kind", "site", "function", "calls", "times", "Dynamo says", "codemod"], rows,
+                              markdown)
+    if r.within_budget:
+        lines += ["", "every compiled unit is within its graph budget, with no break and no limit hit"
+                  + (": the recompiles listed are the graph classes the patch set budgets for" if r.hazards else "")]
+    if r.confirmed:
+        lines += ["", f"confirmed {len(r.confirmed)} of {r.static_findings} static findings "
+                      "(`patchkit scan --static` over the same tree):"]
+        lines += [f"  {f.path}:{f.line} {f.kind} ({f.codemod or 'no codemod'})" for f in r.confirmed]
+    elif r.static_findings:
+        lines += ["", f"none of the {r.static_findings} static findings showed on this profile"]
+    return "\n".join(lines) + "\n"

@@ -62,7 +62,7 @@ def test_cli_scans_a_folder_and_writes_json_and_markdown(tmp_path: Path, capsys)
 
 
 @pytest.mark.parametrize("args,needle", [
-    (("scan", "somewhere"), "add --static"),
+    (("scan", "somewhere"), "not a registered model"),
     (("scan", "no/such/folder", "--static"), "no such folder"),
     (("scan", "toto", "--static"), "`patchkit vendor toto`"),
     (("scan", ".", "--static", "--patched"), "--patched is for a registered model"),
@@ -111,3 +111,57 @@ def test_a_kronos_shaped_rope_cache_is_found(tmp_path: Path) -> None:
 
     found = scan_source(MODULE_PY, "model/module.py")
     assert any(f.kind == "module-state-write" and f.codemod == "rope-static-cache" for f in found), found
+
+
+# -- the dynamic pass: Dynamo's log of a traffic run, read into hazards ----------------------------------------
+def _dynamic(tmp_path: Path):
+    from patchkit.dynamic_scan import analyse
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "hazards.py").write_text(HAZARDS.read_text())
+    log = (FIXTURES / "scan" / "traffic.log").read_text().replace("TREE", str(tree))
+    return analyse(log, tree, list(scan_tree(tree).findings))
+
+
+def test_dynamic_hazards_once_each_with_calls_codemod_and_the_static_sites_they_confirm(tmp_path: Path) -> None:
+    hazards, confirmed = _dynamic(tmp_path)
+    got = {(h.kind, h.site): (h.calls, h.codemod, h.count) for h in hazards}
+    assert got == {
+        ("data-dependent-branch", "hazards.py:26"): ([0, 1], "isnan-guard", 2),  # confirmed: the static codemod
+        ("host-sync", "hazards.py:41"): ([0], "item-scalar", 1),  # the reason on the line after the first
+        ("size-1-specialisation", "hazards.py:19"): ([1, 2], "pad-single-row", 2),  # one guard, two calls
+        ("shape-branch", "hazards.py:23"): ([2], "branch-free-pad", 1),  # the guard's own user line
+        ("module-state", "hazards.py:13"): ([2], "rope-static-cache", 1),  # the write in the same function
+        ("recompile-limit", "hazards.py:19"): ([3], None, 1),
+    }
+    limit = next(h for h in hazards if h.kind == "recompile-limit")
+    assert limit.function == "forward" and limit.detail.startswith("tensor 'x' size mismatch at index 1")
+    assert {(f.line, f.kind) for f in confirmed} == {(26, "data-dependent-branch"), (41, "host-sync"),
+                                                     (23, "shape-branch"), (13, "module-state-write"),
+                                                     (14, "module-state-write")}
+
+
+def test_dynamic_guard_kinds() -> None:
+    from patchkit.dynamic_scan import classify
+    from patchkit.verify.logs import Event
+
+    def kind(detail: str, what: str = "recompile") -> str:
+        return classify(Event(0, what, "f.py", 1, "f", detail))
+
+    assert kind("future_covariates.stride()[0] == future_covariates.size()[1]") == "stride-guard"
+    assert kind("2 <= inputs.size()[2]") == "size-1-specialisation"
+    assert kind("tensor 'k' size mismatch at index 2. expected 31, actual 32") == "static-shape"
+    assert kind("expected type of 'attention_mask' to be a tensor type, ' but found <class 'NoneType'>") == "type-guard"
+    assert kind("layer_idx == 0") == "int-specialisation"
+    assert kind("Unsupported Tensor.item() call with capture_scalar_outputs=False", "break") == "host-sync"
+    assert kind("TypeError when making fake tensor call", "break") == "graph-break"
+
+
+def test_scan_dynamic_refuses_a_folder_and_bad_counts(tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli(capsys, "--root", str(tmp_path), "scan", str(tmp_path))
+    assert code == EXIT_BAD_INPUT and "not a registered model" in err and "--static" in err
+    code, _, err = run_cli(capsys, "--root", str(tmp_path), "scan", "toto", "--calls", "0")
+    assert code == EXIT_BAD_INPUT and "--calls" in err
+    code, _, err = run_cli(capsys, "--root", str(tmp_path), "scan", "toto")
+    assert code == 2 and "patchkit vendor toto" in err and len(err.strip().splitlines()) == 1

@@ -26,6 +26,26 @@ def _trees(root: Path, model: str) -> tuple[Path, Path]:
     return ws.pristine(model), ws.patched(model)
 
 
+def _hazards(log: str, tree: Path) -> dict[str, list]:
+    """``patchkit scan``'s dynamic pass over a traffic run's log: kind -> its hazards."""
+    from patchkit.dynamic_scan import analyse
+    from patchkit.scan import scan_tree
+
+    hazards, _ = analyse(log, Path(tree).resolve(), list(scan_tree(Path(tree)).findings))
+    out: dict[str, list] = {}
+    for h in hazards:
+        out.setdefault(h.kind, []).append(h)
+    return out
+
+
+def _no_hazard_past_the_budget(log: str, tree: Path) -> None:
+    """A patched tree's scan: no graph break, no recompile-limit hit (its recompiles are the budgeted classes)."""
+    from patchkit.dynamic_scan import BREAKS
+
+    found = _hazards(log, tree)
+    assert not any(k in found for k in (*BREAKS, "recompile-limit")), found
+
+
 def _eager_checks(report) -> list:
     """The traffic report's patched-eager-against-upstream-eager checks, call by call over the whole profile."""
     checks = [c for c in report.fidelity if c.what.startswith("patched eager vs upstream eager")]
@@ -40,8 +60,11 @@ def test_kronos_traffic_holds_its_graph_budget(kronos_ws: Path):
     """12 varied predict / predict_batch calls: upstream hits the recompile limit, patched stays in budget
     (aot_eager: Dynamo's graphs and guards, AOTAutograd's functionalised cache writes; the package test runs
     inductor's code for these steps)."""
-    report, _ = verify_traffic(patches.get("kronos"), *_trees(kronos_ws, "kronos"), "fixture", calls=12,
-                               patched_backend="aot_eager")
+    ps = patches.get("kronos")
+    pristine, patched = _trees(kronos_ws, "kronos")
+    upstream = run_upstream(ps, pristine, calls=12)
+    report, logs = verify_traffic(ps, pristine, patched, "fixture", calls=12, patched_backend="aot_eager",
+                                  upstream_run=upstream)
     assert report.ok, report.failures
     (check,) = _eager_checks(report)  # predict's mean over top-p paths: a seeded draw, equal value for value
     assert check.worst_rel == 0.0 and check.calls == 12, check
@@ -50,6 +73,13 @@ def test_kronos_traffic_holds_its_graph_budget(kronos_ws: Path):
     assert {u.name: u.graphs <= u.budget for u in report.patched.units} == {
         "decode_s1": True, "decode_s2": True, "step_s1": True, "step_s2": True}
     assert report.patched.steady_ok and not report.patched.recompile_limit_hit
+
+    # patchkit scan on the same runs: the rotary cache's writes are the hazard, confirmed statically
+    found = _hazards(upstream.log, pristine)
+    (state,) = found["module-state"]
+    assert state.site.startswith("model/module.py:") and state.codemod == "rope-static-cache" and state.confirms
+    assert found["recompile-limit"] and found["static-shape"][0].codemod == "dynamic-step-inputs"
+    _no_hazard_past_the_budget(logs["patched"], patched)
 
 
 #: the steps (and the cache option) that merge Toto's batch and variate classes into one graph per phase
@@ -96,8 +126,8 @@ def test_toto_traffic_holds_its_budget_and_catches_a_tree_without_its_batch_fixe
     ps = patches.get("toto")
     pristine, patched = _trees(toto_ws, "toto")
     upstream = run_upstream(ps, pristine, calls=24, seed=3)
-    report, _ = verify_traffic(ps, pristine, patched, "0.2.0", calls=24, seed=3, patched_backend="eager",
-                               upstream_run=upstream)
+    report, logs = verify_traffic(ps, pristine, patched, "0.2.0", calls=24, seed=3, patched_backend="eager",
+                                  upstream_run=upstream)
     (unit,) = report.patched.units
     assert unit.graphs <= ps.traffic.graph_budget["backbone"] == 4, report.patched.recompile_sites
     assert report.patched.steady_ok and not report.patched.recompile_limit_hit and report.repeats == 2
@@ -106,6 +136,13 @@ def test_toto_traffic_holds_its_budget_and_catches_a_tree_without_its_batch_fixe
     eager = _eager_checks(report)  # the static cache attends over the full buffer with a mask: equal to rounding
     assert {c.what.split("(")[1].split()[0] for c in eager} == {"deterministic", "sampled"}
     assert all(c.worst_rel <= ps.traffic.eager_rtol for c in eager), eager
+
+    # patchkit scan on the same runs: the KV cache's .item() reads, statically confirmed, and the limit
+    found = _hazards(upstream.log, pristine)
+    syncs = {h.site for h in found["host-sync"] if h.codemod == "item-scalar" and h.confirms}
+    assert syncs and all(s.startswith("toto/model/util.py:") for s in syncs), found["host-sync"]
+    assert found["recompile-limit"] and found["size-1-specialisation"][0].codemod == "pad-single-row"
+    _no_hazard_past_the_budget(logs["patched"], patched)
 
     bare_pristine, bare_patched, bare = _toto_without_batch_fixes(toto_ws, tmp_path / "bare")
     report, _ = verify_traffic(bare, bare_pristine, bare_patched, "0.2.0", calls=24, seed=3,
@@ -126,7 +163,10 @@ def test_chronos2_traffic_holds_its_graph_budget(chronos_ws: Path):
     two more graphs before pad-single-row and dynamic-step-inputs.  Eager backend: Dynamo decides graphs and guards
     before any backend runs (the inductor figures are in the README)."""
     ps = patches.get("chronos2")
-    report, _ = verify_traffic(ps, *_trees(chronos_ws, "chronos2"), "2.3.2", calls=24, seed=3, patched_backend="eager")
+    pristine, patched = _trees(chronos_ws, "chronos2")
+    upstream = run_upstream(ps, pristine, calls=24, seed=3)
+    report, logs = verify_traffic(ps, pristine, patched, "2.3.2", calls=24, seed=3, patched_backend="eager",
+                                  upstream_run=upstream)
     (unit,) = report.patched.units
     assert unit.graphs <= ps.traffic.graph_budget["model"] == 2, report.patched.recompile_sites
     assert report.patched.steady_ok and not report.patched.recompile_limit_hit
@@ -134,6 +174,14 @@ def test_chronos2_traffic_holds_its_graph_budget(chronos_ws: Path):
     assert report.ok, report.failures
     (check,) = _eager_checks(report)  # deterministic quantiles on every call, the same to the bit
     assert check.worst_rel == 0.0 and check.calls == 24, check
+
+    # patchkit scan on the same runs: the isnan guard, statically confirmed, and the batch and stride guards
+    found = _hazards(upstream.log, pristine)
+    (guard,) = found["data-dependent-branch"]
+    assert guard.site.startswith("chronos/chronos2/model.py:") and guard.codemod == "isnan-guard" and guard.confirms
+    assert {h.codemod for k in ("size-1-specialisation", "stride-guard") for h in found.get(k, [])} >= {
+        "pad-single-row"}, found
+    _no_hazard_past_the_budget(logs["patched"], patched)
 
 
 #: calls (batch, variates, patches of history, patches of horizon, samples): one-patch histories (mean and sampled

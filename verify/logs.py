@@ -24,6 +24,10 @@ _GUARD = re.compile(r"^\s*-\s*(?P<guard>\S+: .+?)\s*$")
 _LIMIT = re.compile(r"recompile_limit|cache_size_limit", re.I)
 _LIMIT_FUNC = re.compile(r"^\s*function: '(?P<func>[^']+)' \((?P<file>.+?):(?P<line>\d+)\)\s*$")
 _LIMIT_REASON = re.compile(r"^\s*last reason: (?P<reason>.+?)\s*$")
+#: before each traffic call, on stderr (``traffic_runner``): the log lines that follow are that call's
+CALL_MARK = "@@patchkit-call "
+#: a guard failure's user line, as Dynamo comments it: ``# <code>  # <path>:<line> in <function>``
+_GUARD_SITE = re.compile(r"#\s*(?P<code>.*?)\s+#\s*(?P<file>\S+\.py):(?P<line>\d+) in (?P<func>\w+)")
 _PREFIX = re.compile(r"^[VIWE]\d{4} [\d:.]+ \d+ \S+\] (?:\[[^\]]*\] )*(?:\[__\w+\] )?")
 
 
@@ -144,3 +148,89 @@ def parse(text: str, tree: Path | None = None) -> LogSummary:
                         for (f, ln, fn), n in sorted(limit_counts.items()))
     return LogSummary(sum(breaks.values()), break_sites, sum(recompiles.values()), recompile_sites, limit, tuple(kept),
                       limit_sites)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing Dynamo logged about one traffic call (``call``: its index; None before the first call mark).
+
+    ``kind``: ``break`` (``detail``: the reason), ``recompile`` (``detail``: the first failing guard) or ``limit``
+    (``detail``: the last guard).  ``file``/``line``/``function``: where it happened, relative to the tree when
+    inside it; for a recompile whose guard Dynamo traced to a user line, that line (``code``: its source), else the
+    recompiled function."""
+
+    call: int | None
+    kind: str
+    file: str
+    line: int
+    function: str
+    detail: str
+    code: str = ""
+
+
+def _guard_event(call: int | None, guard: str, file: str, line: int, func: str, tree: Path | None) -> Event:
+    text = re.split(r"\s{2,}#", guard)[0].strip()
+    m = _GUARD_SITE.search(guard)
+    site = _resolve_tail(m["file"], tree) if m else None
+    if m is None or site is None:  # no user line, or one outside the tree: the recompiled function
+        return Event(call, "recompile", _relative(file, tree), line, func, text)
+    return Event(call, "recompile", site, int(m["line"]), m["func"], text, m["code"].strip())
+
+
+def _resolve_tail(shown: str, tree: Path | None) -> str | None:
+    """Dynamo shortens a guard's path from the left (``mp/ws/vendor/...``): the file below ``tree`` it names."""
+    if tree is None:
+        return None
+    parts = Path(shown).parts
+    for k in range(len(parts)):
+        if tree.joinpath(*parts[k:]).is_file():
+            return Path(*parts[k:]).as_posix()
+    return None
+
+
+def events(text: str, tree: Path | None = None) -> list[Event]:
+    """Every break, recompile and recompile-limit hit in a traffic log, with the call that met it."""
+    out: list[Event] = []
+    call: int | None = None
+    pending: tuple | None = None  # a break or recompile whose reason or guard follows on a later line
+    in_limit: list | None = None
+    for raw in text.splitlines():
+        if raw.startswith(CALL_MARK):
+            call, pending, in_limit = int(raw[len(CALL_MARK):]), None, None
+            continue
+        line = _PREFIX.sub("", raw)
+        if in_limit is not None:
+            if m := _LIMIT_FUNC.match(line):
+                in_limit[:] = [m["file"], int(m["line"]), m["func"]]
+                continue
+            if (m := _LIMIT_REASON.match(line)) and in_limit:
+                f, ln, fn = in_limit
+                out.append(Event(call, "limit", _relative(f, tree), ln, fn, m["reason"]))
+                in_limit = None
+                continue
+        if pending and pending[0] == "recompile" and not _GUARD.match(line) and "triggered by" not in line:
+            pending = None
+        if m := _BREAK.search(line):
+            pending = ("break", m["file"], int(m["line"]), "")
+        elif pending and pending[0] == "break" and (m := _REASON.search(line)):
+            if m["reason"].startswith("Encountered graph break when attempting"):
+                pending = ("break-reason-next", *pending[1:])
+            else:
+                f, ln = pending[1], pending[2]
+                out.append(Event(call, "break", _relative(f, tree), ln, function_at(f, ln), m["reason"]))
+                pending = None
+        elif pending and pending[0] == "break-reason-next" and line.strip():
+            f, ln = pending[1], pending[2]
+            out.append(Event(call, "break", _relative(f, tree), ln, function_at(f, ln), line.strip()))
+            pending = None
+        elif m := _RECOMPILE.search(line):
+            pending = ("recompile", m["file"], int(m["line"]), m["func"])
+        elif pending and pending[0] == "recompile" and (m := _GUARD.match(line)):
+            if m["guard"].startswith("User stack trace"):
+                continue
+            guard = re.sub(r"^\d+/\d+: ", "", m["guard"])  # one line per cache entry that failed: each a guard
+            out.append(_guard_event(call, guard, pending[1], pending[2], pending[3], tree))
+        if _LIMIT.search(line) and ("hit config" in line or "exceeded" in line.lower()
+                                    or "limit reached" in line.lower()):
+            in_limit = []
+    return out

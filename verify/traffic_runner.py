@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .logs import CALL_MARK
 from .runner import PHASE_MARK, _one_line, dynamo_counts, entry, reset, setup
 
 PASSES = ("eager", "compiled", "steady", "aot")
@@ -66,6 +67,7 @@ def run_pass(handle, calls, *, seed: int, device: str, steady: bool = False, sto
         ds = data_seed(seed, call.index, steady)
         torch.manual_seed(ds)
         _sync(device)
+        print(f"{CALL_MARK}{call.index}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
             with torch.no_grad():
