@@ -165,3 +165,19 @@ def test_scan_dynamic_refuses_a_folder_and_bad_counts(tmp_path: Path, capsys) ->
     assert code == EXIT_BAD_INPUT and "--calls" in err
     code, _, err = run_cli(capsys, "--root", str(tmp_path), "scan", "toto")
     assert code == 2 and "patchkit vendor toto" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_scan_chronos2_through_the_cli_writes_json_and_markdown(chronos_ws: Path, tmp_path: Path, capsys) -> None:
+    """Three traffic calls of the pristine Chronos-2 tree under the eager backend: the isnan guard, confirmed."""
+    out_json, out_md = tmp_path / "scan.json", tmp_path / "scan.md"
+    code, out, err = run_cli(capsys, "--root", str(chronos_ws), "scan", "chronos2", "--calls", "3", "--json",
+                             str(out_json), "--markdown", str(out_md))
+    assert code == 0, err
+    data = json.loads(out_json.read_text())
+    assert data["variant"] == "pristine" and data["calls"] == 3 and data["unit_graphs"]["model"] >= 1
+    guard = next(h for h in data["hazards"] if h["kind"] == "data-dependent-branch")
+    assert guard["site"].startswith("chronos/chronos2/model.py:") and guard["codemod"] == "isnan-guard"
+    assert guard["calls"][0] == 0 and guard["confirms"]  # logged when traced: the first call, then on recompiles
+    assert sum(data["kinds"].values()) == len(data["hazards"]) and not data["within_budget"]
+    assert "isnan-guard" in out and "confirmed" in out and "| data-dependent-branch |" in out_md.read_text()

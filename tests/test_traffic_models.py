@@ -112,17 +112,10 @@ def _toto_patched_with(toto_ws: Path, root: Path, ps) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
-def test_toto_traffic_holds_its_budget_and_catches_a_tree_without_its_batch_fixes(toto_ws: Path, tmp_path: Path):
-    """24 varied calls (seed 3), one upstream run for both patched variants.
-
-    The Toto patch set: one graph per variates {1, more} and phase (batch 1 runs as two rows; the cache's sizes
-    are dynamic from the first graph), within the budget of 2 per phase, no limit hit, and the steady passes
-    recompile nothing.
-
-    Without dynamic-step-inputs, pad-single-row and the cache's row_dims, patched Toto compiles a graph per batch
-    {1, more} x variates {1, more} x phase, plus a first graph static in the cache's sizes: on this profile (single
-    series with one variate and with several, in both phases) it hits the recompile limit and the rest of the calls
-    run eagerly.  verify must fail on it."""
+def test_toto_traffic_holds_its_budget(toto_ws: Path):
+    """24 varied calls (seed 3): one graph per variates {1, more} and phase (batch 1 runs as two rows; the cache's
+    sizes are dynamic from the first graph), within the budget of 2 per phase, no limit hit, and the steady passes
+    recompile nothing; patchkit scan over the same runs."""
     ps = patches.get("toto")
     pristine, patched = _trees(toto_ws, "toto")
     upstream = run_upstream(ps, pristine, calls=24, seed=3)
@@ -144,9 +137,20 @@ def test_toto_traffic_holds_its_budget_and_catches_a_tree_without_its_batch_fixe
     assert found["recompile-limit"] and found["size-1-specialisation"][0].codemod == "pad-single-row"
     _no_hazard_past_the_budget(logs["patched"], patched)
 
+
+@pytest.mark.slow
+@pytest.mark.counterfactual
+def test_toto_traffic_check_catches_a_tree_without_its_batch_fixes(toto_ws: Path, tmp_path: Path):
+    """Without dynamic-step-inputs, pad-single-row and the cache's row_dims, patched Toto compiles a graph per batch
+    {1, more} x variates {1, more} x phase, plus a first graph static in the cache's sizes: on the same profile
+    (24 calls, seed 3) it hits the recompile limit and the rest of the calls run eagerly.  verify must fail on it.
+    A counterfactual (the fixes are needed, and verify sees it): benchmarks/counterfactual.sh, not CI."""
+    ps = patches.get("toto")
+    pristine, _ = _trees(toto_ws, "toto")
+    upstream = run_upstream(ps, pristine, calls=24, seed=3)
     bare_pristine, bare_patched, bare = _toto_without_batch_fixes(toto_ws, tmp_path / "bare")
     report, _ = verify_traffic(bare, bare_pristine, bare_patched, "0.2.0", calls=24, seed=3,
-                               patched_backend="eager", upstream_run=upstream)
+                               patched_backend="eager", upstream_run=upstream, repeats=0)
     (unit,) = report.patched.units
     assert report.patched.recompile_limit_hit, (unit.graphs, report.patched.recompile_sites)
     assert unit.graphs > bare.traffic.graph_budget["backbone"] and not unit.within_budget
@@ -230,7 +234,7 @@ def _toto_one_patch_probe(tree: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_toto_one_patch_histories_cost_no_graph(toto_ws: Path, tmp_path: Path):
+def test_toto_one_patch_histories_cost_no_graph(toto_ws: Path):
     """A one-patch history is a patch count of 1, which Dynamo specialises: without eager-when its prefill compiles
     graphs of its own (one per variates class), past two per phase.  With it, the one-patch prefill runs the backbone's
     eager code and its decode steps the compiled graph: 4 graphs (prefill and decode, one variate and several), and
@@ -244,6 +248,12 @@ def test_toto_one_patch_histories_cost_no_graph(toto_ws: Path, tmp_path: Path):
     # every step (prefill and two decode steps) of the single-row sampled call 8
     assert [r["eager_when"] for r in patched] == [0, 1, 1, 2, 2, 2, 3, 4, 7], patched
 
+
+@pytest.mark.slow
+@pytest.mark.counterfactual
+def test_toto_one_patch_histories_without_eager_when_compile_graphs_of_their_own(toto_ws: Path, tmp_path: Path):
+    """The same calls on a tree patched without eager-when: the one-patch prefills compile graphs of their own, past
+    the budget.  A counterfactual (the step is needed): benchmarks/counterfactual.sh, not CI."""
     ps = patches.get("toto")
     bare = dataclasses.replace(ps, steps=tuple(s for s in ps.steps if s.codemod != "eager-when"))
     _, bare_tree = _toto_patched_with(toto_ws, tmp_path / "bare", bare)
