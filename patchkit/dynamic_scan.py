@@ -11,7 +11,7 @@ recompiles`` it reports:
 * ``size-1-specialisation``: a recompile because a size is 1 on one call and more on another (Dynamo's 0/1 rule);
 * ``static-shape``: a recompile on a size that the first graph fixed;
 * ``shape-branch``: a recompile on a guard with ``%`` (a branch on a length modulo a size);
-* ``stride-guard``: a recompile on a stride (views one call, fresh tensors the next);
+* ``stride-guard``: a recompile on a stride or storage offset (views one call, fresh tensors the next);
 * ``type-guard``: a recompile because an argument is ``None`` on one call and a tensor on another;
 * ``int-specialisation``: a recompile on a Python int's value;
 * ``module-state``: a recompile on an attribute's value (a module's, or an object's such as a cache flag);
@@ -75,7 +75,7 @@ def classify(e: Event) -> str:
         if "Data-dependent branching" in d or "data-dependent" in d.lower():
             return "data-dependent-branch"
         return "graph-break"
-    if ".stride()" in d:
+    if ".stride()" in d or ".storage_offset()" in d:
         return "stride-guard"
     if "%" in e.code or ("%" in d and not e.code and d.count("%") == 1 and "//" not in d):
         return "shape-branch"  # a branch on a length modulo a size (not a view's divisibility check)

@@ -150,6 +150,7 @@ def test_dynamic_guard_kinds() -> None:
         return classify(Event(0, what, "f.py", 1, "f", detail))
 
     assert kind("future_covariates.stride()[0] == future_covariates.size()[1]") == "stride-guard"
+    assert kind("2 <= context.storage_offset()") == "stride-guard"  # a view on one call, a fresh tensor the next
     assert kind("2 <= inputs.size()[2]") == "size-1-specialisation"
     assert kind("tensor 'k' size mismatch at index 2. expected 31, actual 32") == "static-shape"
     assert kind("expected type of 'attention_mask' to be a tensor type, ' but found <class 'NoneType'>") == "type-guard"
